@@ -1,0 +1,177 @@
+"""What the API emits: stored records -> the JSON shapes Enapter's clients parse.
+
+Pure. Shapes and enum spellings follow `enapter-http-api.md` §3, §10 and the python-sdk `from_dto`
+methods (which raise on a missing required key or an unknown enum value).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.model import (
+    CommunicationType,
+    Connectivity,
+    Device,
+    DeviceType,
+    JsonObject,
+    JsonValue,
+    MqttProtocol,
+    Role,
+    Site,
+)
+
+
+def rfc3339(timestamp: float) -> str:
+    """Unix seconds -> `2025-08-04T07:22:07.988115Z` (python-sdk uses fromisoformat, Go RFC 3339)."""
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def site(record: Site, role: Role) -> JsonObject:
+    """The site object."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "timezone": record.timezone,
+        "version": "V3",
+        "authorized_role": role.value,
+        "archived": False,
+        "location": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """One device with the live facts an expanded device object may show."""
+
+    device: Device
+    properties: dict[str, JsonValue]
+    connectivity: Connectivity
+    raised_alert_names: list[str]
+
+
+def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record: Site) -> JsonObject:
+    """The v3 device object, with the `expand`ed keys only."""
+    record = view.device
+    body: JsonObject = {
+        "id": record.id,
+        "blueprint_id": record.blueprint_id,
+        "name": record.name,
+        "site_id": record.site_id,
+        "updated_at": rfc3339(record.updated_at),
+        "slug": record.slug,
+        "type": record.type.value,
+        "authorized_role": role.value,
+        "implemented_profiles": [],
+    }
+    if "manifest" in expand:
+        body["manifest"] = None  # blueprints arrive with a later issue
+    if "properties" in expand:
+        body["properties"] = dict(view.properties)
+    if "connectivity" in expand:
+        body["connectivity"] = {"status": view.connectivity.value}
+    if "communication" in expand:
+        body["communication"] = {
+            "type": None if record.communication_type is None else record.communication_type.value,
+            "upstream_id": record.upstream_id,
+            "hardware_id": record.hardware_id,
+            "channel_id": record.channel_id,
+        }
+    if "communication_info" in expand:
+        # The older name of the same facts (enapter-http-api.md §3.1).
+        body["communication_info"] = {
+            "communication_type": (
+                None if record.communication_type is None else record.communication_type.value
+            ),
+            "upstream_id": record.upstream_id,
+        }
+    if "site" in expand:
+        body["site"] = site(site_record, role)
+    if "raised_alert_names" in expand:
+        body["raised_alert_names"] = list(view.raised_alert_names)
+    return body
+
+
+_UCM_TYPES = frozenset(
+    {
+        DeviceType.EMBEDDED_UCM,
+        DeviceType.HARDWARE_UCM,
+        DeviceType.VIRTUAL_UCM,
+        DeviceType.LINK_MASTER_UCM,
+        DeviceType.LINK_SLAVE_UCM,
+    }
+)
+
+
+def asset_type(device_type: DeviceType) -> str:
+    """Assets API v1 device type: `*_UCM` -> ucm, GATEWAY -> gateway, everything else -> endpoint."""
+    if device_type in _UCM_TYPES:
+        return "ucm"
+    if device_type is DeviceType.GATEWAY:
+        return "gateway"
+    return "endpoint"
+
+
+def asset_types_to_device_types(asset_types: frozenset[str]) -> frozenset[DeviceType]:
+    """The v3 device types an Assets API `filter[type_in]` selects."""
+    return frozenset(t for t in DeviceType if asset_type(t) in asset_types)
+
+
+def asset_device(view: DeviceView, *, expand: frozenset[str]) -> JsonObject:
+    """The Assets API v1 device object."""
+    record = view.device
+    body: JsonObject = {
+        "device_id": record.id,
+        "type": asset_type(record.type),
+        "updated_at": rfc3339(record.updated_at),
+    }
+    if "properties" in expand:
+        body["properties"] = dict(view.properties)
+    if "connectivity" in expand:
+        body["connectivity"] = {"online": view.connectivity is Connectivity.ONLINE}
+    if "manifest" in expand:
+        body["manifest"] = None
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSync:
+    protocol: str
+    host: str
+    port: int
+
+
+def communication_config(
+    *,
+    host: str,
+    port: int,
+    protocol: MqttProtocol,
+    credentials: JsonObject,
+    hardware_id: str,
+    channel_id: str,
+    time_sync: TimeSync,
+) -> JsonObject:
+    """The `config` object of generate_config: also the device's base64 blob.
+
+    The protocol goes both on top (python-sdk reads `mqtt_protocol`) and inside the credentials
+    (the docs' shape), see `enapter-device-protocol.md` §1.6.
+    """
+    return {
+        "mqtt_host": host,
+        "mqtt_port": port,
+        "mqtt_protocol": protocol.value,
+        "mqtt_credentials": {"protocol": protocol.value, **credentials},
+        "time_sync_protocol": time_sync.protocol,
+        "time_sync_host": time_sync.host,
+        "time_sync_port": time_sync.port,
+        "hardware_id": hardware_id,
+        "channel_id": channel_id,
+    }
+
+
+def communication_type_for(protocol: MqttProtocol) -> CommunicationType:
+    """How a device that uses `protocol` talks to the gateway."""
+    if protocol is MqttProtocol.MQTTS:
+        return CommunicationType.MQTT_V1_TLS
+    return CommunicationType.MQTT_V1_PLAINTEXT

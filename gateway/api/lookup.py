@@ -1,0 +1,29 @@
+"""Resolving path parameters to records: the site scope and `{device}` (an id or a slug)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api import errors
+from gateway.api.services import SERVICES
+from gateway.model import Device, Site
+
+
+async def own_site(request: web.Request) -> Site:
+    """The gateway's site; with a `{site_id}` in the path, 404 unless it names that site."""
+    site = await request.app[SERVICES].store.get_site()
+    if site is None:  # ensure_site runs before the API starts
+        raise errors.unavailable("The gateway has no site yet.")
+    wanted = request.match_info.get("site_id")
+    if wanted is not None and wanted != site.id:
+        raise errors.not_found("Site")
+    return site
+
+
+async def device(request: web.Request) -> Device:
+    """The device named by `{device}` (id or slug), inside the site scope; else 404."""
+    await own_site(request)
+    found = await request.app[SERVICES].store.get_device(request.match_info["device"])
+    if found is None:
+        raise errors.not_found("Device")
+    return found

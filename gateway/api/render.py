@@ -1,0 +1,48 @@
+"""Rendering responses: JSON bodies and the one middleware that turns failures into the envelope."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.api import errors
+
+LOG = logging.getLogger("gateway.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: object, status: int = 200) -> web.Response:
+    """JSON with `Content-Type: application/json` exactly (Grafana rejects a charset suffix)."""
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as the Enapter error envelope."""
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return json_response(exc.envelope(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "http_error"
+        )
+        response = json_response(errors.ApiError(exc.status, code, exc.reason).envelope(), exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        LOG.exception("unhandled error in %s %s", request.method, request.path)
+        return json_response(
+            errors.ApiError(500, "internal_error", "Internal server error.").envelope(), 500
+        )

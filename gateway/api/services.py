@@ -1,0 +1,64 @@
+"""What the HTTP handlers may use: the store, live presence, ingest, the broker's admin channel.
+
+Built once in `gateway.runtime` and attached to the aiohttp application.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.api.dto import DeviceView, TimeSync
+from gateway.model import Connectivity, Device, DeviceType
+from gateway.mqtt.endpoint import BrokerAdmin
+from gateway.mqtt.ingest import Ingest
+from gateway.presence import Presence
+from gateway.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEndpoint:
+    """What generated device configs point at."""
+
+    mqtt_host: str
+    mqtt_port: int
+    time_sync: TimeSync
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    store: Store
+    presence: Presence
+    ingest: Ingest
+    admin: BrokerAdmin
+    device_endpoint: DeviceEndpoint
+    broker_restarts: Callable[[], int]
+    clock: Callable[[], float] = field(default=time.time)
+
+    async def views(self, devices: Sequence[Device], expand: frozenset[str]) -> list[DeviceView]:
+        """Each device with its properties, connectivity and raised alerts, as far as `expand` needs."""
+        ids = [device.id for device in devices]
+        properties = await self.store.properties(ids) if "properties" in expand else {}
+        raised = await self.store.raised_alerts(ids) if "raised_alert_names" in expand else {}
+        last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
+        now = self.clock()
+        return [
+            DeviceView(
+                device=device,
+                properties=properties.get(device.id, {}),
+                connectivity=self._connectivity(device, now, seen_before=device.id in last_seen),
+                raised_alert_names=raised.get(device.id, []),
+            )
+            for device in devices
+        ]
+
+    def _connectivity(self, device: Device, now: float, *, seen_before: bool) -> Connectivity:
+        if device.type is DeviceType.GATEWAY:
+            return Connectivity.ONLINE  # it is answering this request
+        return self.presence.status(device.hardware_id, now, seen_before=seen_before)
+
+
+SERVICES = web.AppKey("services", Services)

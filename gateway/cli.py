@@ -1,0 +1,145 @@
+"""Command line: `enapter-gateway run | token create | check-config`.
+
+Exit codes: 0 ok; 78 (EX_CONFIG) bad configuration, so systemd's RestartPreventExitStatus=78 does not
+loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing; 1 a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__, runtime
+from gateway.config import Config, ConfigError, load
+from gateway.model import Role
+from gateway.mqtt.broker import BrokerUnavailableError
+from gateway.store.store import Store
+from gateway.tokens import RANDOM_BYTES, format_token, hash_token
+
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+DEFAULT_CONFIG = Path("/etc/enapter-gateway/config.toml")
+CONFIG_ENV = "ENAPTER_GATEWAY_CONFIG"
+
+LOG = logging.getLogger("gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enapter-gateway", description="A local, open Enapter Gateway."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config_help = f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})"
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, help=config_help)
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create", help="create an API token; it is printed once, only its hash is stored"
+    )
+    create.add_argument("--role", required=True, type=str.upper, choices=_token_roles())
+    create.add_argument("--name", default="", help="what the token is for")
+    create.add_argument("--config", type=Path, help=config_help)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path", type=Path)
+    return parser
+
+
+def _token_roles() -> list[str]:
+    return [role.value for role in Role if role is not Role.SYSTEM]
+
+
+def _config_path(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_CONFIG
+
+
+def _load(given: Path | None) -> Config:
+    return load(_config_path(given))
+
+
+def _configure_logging(verbose: bool) -> None:
+    # Under systemd, journald stamps every line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=stamp + "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        print(f"config error: {problem}", file=sys.stderr)
+
+
+async def _create_token(config: Config, role: Role, name: str) -> str:
+    token = format_token(secrets.token_bytes(RANDOM_BYTES))
+    config.gateway.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with Store.open(config.gateway.state_dir / runtime.DATABASE_FILE) as store:
+        await store.create_token(name=name, role=role, token_hash=hash_token(token))
+    return token
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `enapter-gateway` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        try:
+            load(args.path)
+        except ConfigError as error:
+            _print_problems(error)
+            return EX_CONFIG
+        print(f"{args.path}: ok")
+        return 0
+    try:
+        config = _load(args.config)
+    except ConfigError as error:
+        _print_problems(error)
+        return EX_CONFIG
+    if args.command == "token":
+        role = Role(args.role)
+        token = asyncio.run(_create_token(config, role, args.name))
+        print(f"Created a {role.value} token. It is shown only this once; keep it secret:")
+        print(token)
+        return 0
+    _configure_logging(args.verbose)
+    try:
+        asyncio.run(runtime.run(config))
+    except Exception as error:  # noqa: BLE001 - the one place that turns a crash into an exit code
+        return _exit_code(error)
+    return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _exit_code(error: Exception) -> int:
+    """Log why the daemon ended and pick the exit code systemd acts on."""
+    leaves = _leaves(error)
+    expected = {BrokerUnavailableError: EX_UNAVAILABLE, runtime.ExternalBrokerUnsupportedError: EX_CONFIG}
+    for kind, code in expected.items():
+        if all(isinstance(leaf, kind) for leaf in leaves):
+            for leaf in leaves:
+                LOG.error("%s", leaf)
+            return code
+    LOG.error("the gateway crashed", exc_info=error)
+    return 1

@@ -1,0 +1,169 @@
+"""Domain values shared by every layer: enums with their wire spellings and frozen records.
+
+Pure: no I/O. The enum values are exactly what Enapter's clients parse (python-sdk raises on
+anything else), see `enapter-http-api.md` §2-3.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
+JsonObject: TypeAlias = dict[str, "JsonValue"]
+
+# Devices without a blueprint still need a `blueprint_id` string (python-sdk reads it as required).
+NO_BLUEPRINT_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class Role(enum.StrEnum):
+    """API access role, lowest first; a role has every right of the roles before it."""
+
+    READONLY = "READONLY"
+    USER = "USER"
+    OWNER = "OWNER"
+    INSTALLER = "INSTALLER"
+    VENDOR = "VENDOR"
+    SYSTEM = "SYSTEM"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def at_least(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+class DeviceType(enum.StrEnum):
+    STANDALONE = "STANDALONE"
+    GATEWAY = "GATEWAY"
+    EMBEDDED_UCM = "EMBEDDED_UCM"
+    HARDWARE_UCM = "HARDWARE_UCM"
+    VIRTUAL_UCM = "VIRTUAL_UCM"
+    LINK_MASTER_UCM = "LINK_MASTER_UCM"
+    LINK_SLAVE_UCM = "LINK_SLAVE_UCM"
+    LUA = "LUA"
+    NATIVE = "NATIVE"
+    CHILD = "CHILD"
+
+
+class CommunicationType(enum.StrEnum):
+    MQTT_V1_PLAINTEXT = "MQTT_V1_PLAINTEXT"
+    MQTT_V1_TLS = "MQTT_V1_TLS"
+    MQTT_V1_LOCALHOST = "MQTT_V1_LOCALHOST"
+    UCM_LUA = "UCM_LUA"
+    UCM_EMBEDDED = "UCM_EMBEDDED"
+    LINK = "LINK"
+
+
+class Connectivity(enum.StrEnum):
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    UNKNOWN = "UNKNOWN"
+
+
+class MqttProtocol(enum.StrEnum):
+    MQTT = "MQTT"
+    MQTTS = "MQTTS"
+
+
+class LogSeverity(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class CommandResponseState(enum.StrEnum):
+    """`execution.response.state` on the HTTP side."""
+
+    STARTED = "STARTED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """One device endpoint on the MQTT side: `v1/from/<hardware_id>/<channel_id>/...`."""
+
+    hardware_id: str
+    channel_id: str
+
+
+# --- Decoded device messages (output of `gateway.mqtt.payloads.decode`) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    timestamp: float
+    values: Mapping[str, JsonValue]
+    # None = the message said nothing about alerts (`null` or absent): no alerts raised.
+    alerts: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    timestamp: float
+    values: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    timestamp: float
+    message: str
+    severity: LogSeverity
+    persist: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResponse:
+    execution_id: str
+    state: CommandResponseState
+    payload: Mapping[str, JsonValue]
+
+
+DeviceMessage: TypeAlias = Telemetry | Properties | LogEntry | CommandResponse
+
+
+# --- Stored records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    timezone: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    site_id: str
+    name: str
+    slug: str
+    type: DeviceType
+    blueprint_id: str
+    communication_type: CommunicationType | None
+    hardware_id: str | None
+    channel_id: str | None
+    upstream_id: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def channel(self) -> ChannelRef | None:
+        if self.hardware_id is None or self.channel_id is None:
+            return None
+        return ChannelRef(self.hardware_id, self.channel_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: str
+    name: str
+    role: Role
+    created_at: float

@@ -1,0 +1,105 @@
+"""Where and how the daemon's own MQTT clients reach the broker, and its admin control channel.
+
+The managed broker is reached over a unix socket only: the admin account has no TCP listener at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import aiomqtt
+
+from gateway.model import JsonObject
+from gateway.mqtt import dynsec
+
+LOG = logging.getLogger("gateway.broker")
+
+CONTROL_DEADLINE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """Address and admin credentials of the broker (unix socket path, or host and port)."""
+
+    hostname: str
+    port: int
+    transport: Literal["unix", "tcp"]
+    username: str
+    password: str
+
+    def client(self, *, max_queued_incoming: int = 0) -> aiomqtt.Client:
+        """A new (not yet connected) aiomqtt client for this endpoint."""
+        return aiomqtt.Client(
+            self.hostname,
+            self.port,
+            transport=self.transport,
+            username=self.username,
+            password=self.password,
+            timeout=CONTROL_DEADLINE_S,
+            max_queued_incoming_messages=max_queued_incoming,
+        )
+
+
+class BrokerAdminError(Exception):
+    """The broker refused a control command, or could not be reached in time."""
+
+
+class BrokerAdmin:
+    """Sends dynamic-security commands over `$CONTROL` and waits for the answer.
+
+    One short-lived connection per call: provisioning is rare, and a per-call connection cannot be
+    left half-broken by a broker restart.
+    """
+
+    def __init__(self, endpoint: BrokerEndpoint) -> None:
+        self._endpoint = endpoint
+        self._sequence = itertools.count(1)
+
+    async def apply(self, commands: list[JsonObject]) -> None:
+        """Run `commands` in order; raise BrokerAdminError on any real error or on timeout."""
+        tag = f"gw-{next(self._sequence)}"
+        tagged = [
+            {**command, "correlationData": f"{tag}-{i}"} for i, command in enumerate(commands)
+        ]
+        try:
+            async with asyncio.timeout(CONTROL_DEADLINE_S):
+                async with self._endpoint.client() as client:
+                    await client.subscribe(dynsec.RESPONSE_TOPIC)
+                    await client.publish(dynsec.CONTROL_TOPIC, json.dumps({"commands": tagged}))
+                    async for message in client.messages:
+                        response = _decode(message.payload)
+                        if response is None or not _answers(response, tag):
+                            continue
+                        problems = dynsec.response_errors(response)
+                        if problems:
+                            raise BrokerAdminError("; ".join(problems))
+                        return
+        except TimeoutError:
+            raise BrokerAdminError("the broker did not answer a control command in time") from None
+        except aiomqtt.MqttError as exc:
+            raise BrokerAdminError(f"cannot reach the broker: {exc}") from None
+
+
+def _decode(payload: object) -> JsonObject | None:
+    if not isinstance(payload, bytes | bytearray):
+        return None
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _answers(response: JsonObject, tag: str) -> bool:
+    responses = response.get("responses")
+    if not isinstance(responses, list):
+        return False
+    return any(
+        isinstance(item, dict) and str(item.get("correlationData", "")).startswith(f"{tag}-")
+        for item in responses
+    )

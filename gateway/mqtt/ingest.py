@@ -1,0 +1,135 @@
+"""Ingest: the daemon's subscriber. Device messages -> decoded values -> the store's writer queue;
+broker notices -> presence.
+
+The per-message path is synchronous on purpose (no await between receiving and enqueueing): it is
+the hot path, measured in `perf-baselines.md`. Bad input from a device is counted by reason, logged
+once per device and reason, and never stops ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+
+import aiomqtt
+
+from gateway.model import ChannelRef, Device
+from gateway.mqtt import dynsec, notices, payloads, topics
+from gateway.mqtt.endpoint import BrokerEndpoint
+from gateway.presence import Presence
+from gateway.store.store import Ingested, Store
+
+LOG = logging.getLogger("gateway.ingest")
+
+# aiomqtt's own queue is unbounded by default; bound it (messages past it are discarded by aiomqtt).
+MAX_QUEUED_INCOMING = 50_000
+BACKOFF_FIRST_S = 0.2
+BACKOFF_CAP_S = 5.0
+# Cap on remembered (device, reason) pairs so a hostile fleet cannot grow memory through logging.
+MAX_WARNED = 10_000
+
+
+class Ingest:
+    """Subscribes to every device topic and to the broker's connection notices."""
+
+    def __init__(
+        self,
+        endpoint: BrokerEndpoint,
+        store: Store,
+        presence: Presence,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._endpoint = endpoint
+        self._store = store
+        self._presence = presence
+        self._clock = clock
+        self._devices: dict[ChannelRef, str] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self.received = 0
+        self.accepted = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.connected = asyncio.Event()
+
+    def register(self, devices: Iterable[Device]) -> None:
+        """Devices whose messages are accepted (their channel -> device id)."""
+        for device in devices:
+            if device.channel is not None:
+                self._devices[device.channel] = device.id
+
+    def forget(self, device: Device) -> None:
+        """A device was deleted: its messages are dropped from now on."""
+        if device.channel is not None:
+            self._devices.pop(device.channel, None)
+
+    async def run(self) -> None:
+        """Receive until cancelled, reconnecting with capped, jittered backoff."""
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                async with self._endpoint.client(max_queued_incoming=MAX_QUEUED_INCOMING) as client:
+                    await client.subscribe(topics.DEVICE_SUBSCRIPTION)
+                    await client.subscribe(notices.NOTICE_TOPIC)
+                    LOG.info("ingest subscribed to %s", topics.DEVICE_SUBSCRIPTION)
+                    self.connected.set()
+                    backoff = BACKOFF_FIRST_S
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, bytes | bytearray):
+                            self.handle(message.topic.value, bytes(payload))
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                delay = random.uniform(backoff / 2, backoff)
+                LOG.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One message from the broker."""
+        if topic == notices.NOTICE_TOPIC:
+            self._notice(payload)
+            return
+        self.received += 1
+        parsed = topics.parse(topic)
+        if isinstance(parsed, topics.UnknownTopic):
+            self._drop(parsed.reason, topic[:100], f"unexpected topic {topic[:100]!r}")
+            return
+        hardware_id = parsed.channel.hardware_id
+        device_id = self._devices.get(parsed.channel)
+        if device_id is None:
+            self._drop("unknown_device", hardware_id, f"no device has channel {parsed.channel}")
+            return
+        now = self._clock()
+        self._presence.message(hardware_id, now)
+        decoded = payloads.decode(parsed.kind, payload, now)
+        if isinstance(decoded, payloads.PayloadError):
+            self._drop(decoded.reason, hardware_id, f"{parsed.kind.value}: {decoded.detail}")
+            return
+        if self._store.enqueue(Ingested(device_id=device_id, message=decoded, received_at=now)):
+            self.accepted += 1
+        else:
+            self._drop("queue_full", hardware_id, "the store's writer queue is full")
+
+    def _notice(self, payload: bytes) -> None:
+        event = notices.parse(payload.decode(errors="replace"))
+        if isinstance(event, notices.ClientConnected):
+            if event.username != dynsec.ADMIN_USERNAME:
+                self._presence.connected(event.client_id, event.username)
+        elif isinstance(event, notices.ClientDisconnected):
+            self._presence.disconnected(event.client_id)
+
+    def _drop(self, reason: str, source: str, detail: str) -> None:
+        self.dropped[reason] += 1
+        key = (source, reason)
+        if key in self._warned or len(self._warned) >= MAX_WARNED:
+            return
+        self._warned.add(key)
+        LOG.warning(
+            "dropped a message from %s (%s): %s; further ones are only counted",
+            source,
+            reason,
+            detail,
+        )

@@ -1,0 +1,142 @@
+"""The composition root: builds every component once, runs them in one TaskGroup, stops them in order.
+
+Start: store -> site -> managed broker -> ingest -> API -> READY=1.
+Stop (SIGTERM/SIGINT): API stops accepting, ingest stops, the broker child is terminated, and the
+store drains its queue into a last transaction before both connections close. A component that
+crashes ends the TaskGroup, and the daemon exits non-zero so systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from gateway.api.app import serve
+from gateway.api.dto import TimeSync
+from gateway.api.services import DeviceEndpoint, Services
+from gateway.config import Config
+from gateway.model import Device, MqttProtocol
+from gateway.mqtt import dynsec
+from gateway.mqtt.broker import BrokerFiles, ManagedBroker
+from gateway.mqtt.endpoint import BrokerAdmin
+from gateway.mqtt.ingest import Ingest
+from gateway.presence import Presence
+from gateway.store.store import Store
+from gateway.systemd import notify
+
+LOG = logging.getLogger("gateway")
+
+DATABASE_FILE = "gateway.sqlite3"
+# NTP on the gateway itself (enapter-device-protocol.md §1.9); the SDK ignores these fields.
+TIME_SYNC_PROTOCOL = "NTP"
+TIME_SYNC_PORT = 123
+
+
+class _StopRequested(Exception):
+    """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
+
+
+class ExternalBrokerUnsupportedError(Exception):
+    """mqtt.mode = "external" is accepted by the config but not implemented yet."""
+
+
+def primary_ipv4() -> str | None:
+    """The address of the interface holding the default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return address
+
+
+def device_endpoint(config: Config) -> DeviceEndpoint:
+    """Where generated configs send devices: mqtt.advertised_host, else the primary LAN IPv4."""
+    host = config.mqtt.advertised_host or primary_ipv4() or f"{config.mdns.hostname}.local"
+    return DeviceEndpoint(
+        mqtt_host=host,
+        mqtt_port=config.mqtt.port,
+        time_sync=TimeSync(protocol=TIME_SYNC_PROTOCOL, host=host, port=TIME_SYNC_PORT),
+    )
+
+
+async def run(config: Config) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    if config.mqtt.mode == "external":
+        raise ExternalBrokerUnsupportedError(
+            'mqtt.mode = "external" is not implemented yet; use "managed"'
+        )
+    state_dir = config.gateway.state_dir
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store.open(state_dir / DATABASE_FILE))
+            site = await store.ensure_site(
+                name=config.gateway.site_name, timezone=config.gateway.timezone
+            )
+            LOG.info("site %r (%s), state in %s", site.name, site.id, state_dir)
+            presence = Presence(config.mqtt.online_window)
+
+            async def accounts() -> list[dynsec.DeviceAccount]:
+                return [
+                    dynsec.DeviceAccount(
+                        hardware_id=credential.username,
+                        password=dynsec.PasswordHash.decode(credential.secret)
+                        if credential.protocol == MqttProtocol.MQTT.value
+                        else None,
+                    )
+                    for credential in await store.credentials()
+                ]
+
+            broker = await stack.enter_async_context(
+                ManagedBroker(
+                    config.mqtt,
+                    BrokerFiles(state_dir / "broker"),
+                    accounts,
+                    on_restart=presence.reset_connections,
+                )
+            )
+            ingest = Ingest(broker.endpoint, store, presence)
+            ingest.register(await all_devices(store))
+            services = Services(
+                store=store,
+                presence=presence,
+                ingest=ingest,
+                admin=BrokerAdmin(broker.endpoint),
+                device_endpoint=device_endpoint(config),
+                broker_restarts=lambda: broker.restarts,
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(broker.supervise(), name="broker-supervisor")
+                group.create_task(ingest.run(), name="ingest")
+                group.create_task(_serve_until_stopped(services, config, stop), name="api")
+    except* _StopRequested:
+        LOG.info("stopped")
+
+
+async def _serve_until_stopped(services: Services, config: Config, stop: asyncio.Event) -> None:
+    async with serve(services, config.api.host, config.api.port):
+        notify("READY=1")
+        LOG.info("gateway ready")
+        await stop.wait()
+        notify("STOPPING=1")
+        LOG.info("stopping")
+    raise _StopRequested
+
+
+async def all_devices(store: Store) -> list[Device]:
+    """Every device, page by page (for ingest's channel table at start-up)."""
+    found: list[Device] = []
+    while True:
+        page, total = await store.list_devices(offset=len(found), limit=1000)
+        found += page
+        if not page or len(found) >= total:
+            return found

@@ -1,0 +1,1051 @@
+"""The SQLite store: the only module that speaks SQL.
+
+Two aiosqlite connections to one WAL database (see DESIGN.md "Storage", broker-storage-notes §5):
+
+- the *writer* runs every write. Ingested device messages go through a bounded queue to one writer
+  task, which commits them in batches (one transaction per batch, `synchronous=NORMAL`: a power cut
+  loses at most the last batches, never corrupts the file). Provisioning writes (site, devices,
+  tokens, credentials) run on the same connection with `synchronous=FULL` for their transaction,
+  serialised with the batches by a lock;
+- the *reader* serves every query, side by side with the writer thanks to WAL.
+
+Both connections use `isolation_level=None` (no implicit transactions from Python's sqlite3) and
+explicit `BEGIN IMMEDIATE ... COMMIT`. The schema lives in `gateway.store.schema`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from gateway.model import (
+    NO_BLUEPRINT_ID,
+    ApiToken,
+    ChannelRef,
+    CommandResponse,
+    CommunicationType,
+    Device,
+    DeviceMessage,
+    DeviceType,
+    JsonValue,
+    LogEntry,
+    LogSeverity,
+    Properties,
+    Role,
+    Site,
+    Telemetry,
+)
+from gateway.slugs import slugify
+from gateway.store.schema import MIGRATIONS, TARGET_VERSION
+
+logger = logging.getLogger("gateway.store")
+
+GATEWAY_SLUG: Final = "gateway"
+"""Slug of the gateway's own device, created with the site."""
+
+_GATEWAY_NAME: Final = "Gateway"
+# 64 MiB: the WAL is truncated back to this after a checkpoint instead of keeping its peak size.
+_JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+_BUSY_TIMEOUT_MS: Final = 5000
+
+_DEVICE_COLUMNS: Final = (
+    "id, site_id, name, slug, type, blueprint_id, communication_type, hardware_id, channel_id,"
+    " upstream_id, created_at, updated_at"
+)
+_CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
+
+
+class ConflictError(Exception):
+    """A write would break a uniqueness rule (the API answers 409)."""
+
+
+class SlugTakenError(ConflictError):
+    """The explicitly requested device slug is already used by another device."""
+
+
+class ChannelTakenError(ConflictError):
+    """Another device already has this hardware id and channel id."""
+
+
+class UsernameTakenError(ConflictError):
+    """Another device's credential already uses this broker username."""
+
+
+class QueueFullError(Exception):
+    """The writer queue is full. Never raised to ingest: `Store.enqueue` returns False instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredential:
+    """How a device authenticates to the broker; `secret` is opaque here, never plaintext."""
+
+    device_id: str
+    protocol: str
+    username: str
+    secret: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    """The newest stored value of one telemetry attribute and the device's timestamp for it."""
+
+    value: JsonValue
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """One decoded device message handed to the writer queue by ingest."""
+
+    device_id: str
+    message: DeviceMessage
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Writer counters since the store was opened.
+
+    Every accepted item ends up in exactly one of `committed`, `dropped_write_failed` or
+    `skipped_unknown_device` once flushed, so `enqueued` is their sum plus the queue depth.
+    """
+
+    enqueued: int
+    committed: int
+    # Refused by `enqueue`: the queue was full, or the store was closing.
+    dropped_queue_full: int
+    batches: int
+    failed_batches: int
+    # Lost with a batch whose transaction failed (e.g. disk full), or not encodable as JSON.
+    dropped_write_failed: int = 0
+    # For a device id that does not exist (any more) when the batch is written.
+    skipped_unknown_device: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    enqueued: int = 0
+    committed: int = 0
+    dropped_queue_full: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    dropped_write_failed: int = 0
+    skipped_unknown_device: int = 0
+
+
+def _dump(value: JsonValue | Mapping[str, JsonValue]) -> str:
+    """Compact JSON text for the database."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load(text: str) -> JsonValue:
+    result: JsonValue = json.loads(text)
+    return result
+
+
+@dataclass(slots=True)
+class _BatchRows:
+    """One batch of queued messages turned into rows, aggregated where only the newest counts."""
+
+    # (device_id, attribute, timestamp, value_json)
+    history: list[tuple[str, str, float, str]] = field(default_factory=list)
+    # (device_id, attribute) -> (value_json, timestamp); the newest timestamp wins, ties: last.
+    latest: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    # device_id -> (alerts_json, timestamp) of its newest telemetry in the batch.
+    alerts: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # device_id -> latest received_at.
+    last_seen: dict[str, float] = field(default_factory=dict)
+    # (device_id, values, timestamp) in arrival order.
+    properties: list[tuple[str, Mapping[str, JsonValue], float]] = field(default_factory=list)
+    # (device_id, timestamp, received_at, severity, message, persist)
+    logs: list[tuple[str, float, float, str, str, int]] = field(default_factory=list)
+    # (device_id, execution_id, state, payload_json, received_at)
+    responses: list[tuple[str, str, str, str, float]] = field(default_factory=list)
+    # Items per device, to count the ones skipped for an unknown device.
+    items_per_device: dict[str, int] = field(default_factory=dict)
+
+    def add(self, item: Ingested) -> None:
+        """Add one message; raises (TypeError, ValueError, RecursionError) if not encodable."""
+        device_id, message = item.device_id, item.message
+        # Encode everything first so that a failure leaves the batch untouched.
+        match message:
+            case Telemetry(timestamp=ts, values=values, alerts=alerts):
+                encoded = [(name, value, _dump(value)) for name, value in values.items()]
+                alerts_json = _dump(list(alerts or ()))
+                for name, value, text in encoded:
+                    if value is not None:
+                        self.history.append((device_id, name, ts, text))
+                    known = self.latest.get((device_id, name))
+                    if known is None or ts >= known[1]:
+                        self.latest[(device_id, name)] = (text, ts)
+                newest = self.alerts.get(device_id)
+                if newest is None or ts >= newest[1]:
+                    self.alerts[device_id] = (alerts_json, ts)
+            case Properties(timestamp=ts, values=values):
+                _dump(values)  # fail here, not inside the transaction
+                self.properties.append((device_id, values, ts))
+            case LogEntry(timestamp=ts, message=text, severity=severity, persist=persist):
+                self.logs.append(
+                    (device_id, ts, item.received_at, severity.value, text, int(persist))
+                )
+            case CommandResponse(execution_id=execution_id, state=state, payload=payload):
+                self.responses.append(
+                    (device_id, execution_id, state.value, _dump(payload), item.received_at)
+                )
+        self.last_seen[device_id] = max(item.received_at, self.last_seen.get(device_id, 0.0))
+        self.items_per_device[device_id] = self.items_per_device.get(device_id, 0) + 1
+
+    def keep_only(self, known: Collection[str]) -> int:
+        """Drop the rows of devices not in `known`; returns how many items that skipped."""
+        skipped = sum(n for d, n in self.items_per_device.items() if d not in known)
+        if skipped:
+            self.history = [r for r in self.history if r[0] in known]
+            self.latest = {k: v for k, v in self.latest.items() if k[0] in known}
+            self.alerts = {k: v for k, v in self.alerts.items() if k in known}
+            self.last_seen = {k: v for k, v in self.last_seen.items() if k in known}
+            self.properties = [r for r in self.properties if r[0] in known]
+            self.logs = [r for r in self.logs if r[0] in known]
+            self.responses = [r for r in self.responses if r[0] in known]
+        return skipped
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (semicolons inside strings or triggers stay)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
+
+
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Files created meanwhile (the database, its -wal and -shm) are readable by the owner only.
+
+    The umask is process-wide; it is held only while the store opens, at start-up.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the directory (0700) and the database file (0600) before SQLite opens it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    # A file left by an older version or created by hand may be wider; it holds credentials.
+    os.chmod(path, 0o600)
+
+
+async def _connect(path: Path, pragmas: Iterable[str]) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        for pragma in pragmas:
+            await db.execute(pragma)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _site(row: sqlite3.Row) -> Site:
+    return Site(
+        id=row["id"], name=row["name"], timezone=row["timezone"], updated_at=row["updated_at"]
+    )
+
+
+def _device(row: sqlite3.Row) -> Device:
+    communication_type = row["communication_type"]
+    return Device(
+        id=row["id"],
+        site_id=row["site_id"],
+        name=row["name"],
+        slug=row["slug"],
+        type=DeviceType(row["type"]),
+        blueprint_id=row["blueprint_id"],
+        communication_type=(
+            None if communication_type is None else CommunicationType(communication_type)
+        ),
+        hardware_id=row["hardware_id"],
+        channel_id=row["channel_id"],
+        upstream_id=row["upstream_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _credential(row: sqlite3.Row) -> DeviceCredential:
+    return DeviceCredential(
+        device_id=row["device_id"],
+        protocol=row["protocol"],
+        username=row["username"],
+        secret=row["secret"],
+        created_at=row["created_at"],
+    )
+
+
+def _id_list(ids: Collection[str]) -> str:
+    """A JSON array parameter, expanded in SQL by `json_each`: one bound value for any count."""
+    return _dump(list(ids))
+
+
+class Store:
+    """Access to the gateway database. Create it with `Store.open`, never directly."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        queue_size: int,
+        max_batch: int,
+        clock: Callable[[], float],
+    ) -> None:
+        """Wrap two open, migrated connections. Use `Store.open`, which owns their lifetime."""
+        self._writer = writer
+        self._reader = reader
+        self._clock = clock
+        self._max_batch = max_batch
+        # None is the stop marker, put by `open` on exit after every accepted item.
+        self._queue: asyncio.Queue[Ingested | None] = asyncio.Queue(maxsize=queue_size)
+        self._write_lock = asyncio.Lock()
+        # Set (and replaced) after every batch and when the writer stops; `flush` waits on it.
+        self._batch_done = asyncio.Event()
+        self._processed = 0  # accepted items the writer is done with, whatever the outcome
+        self._counters = _Counters()
+        self._closing = False
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: Path,
+        *,
+        queue_size: int = 10_000,
+        max_batch: int = 2_000,
+        clock: Callable[[], float] = time.time,
+    ) -> AsyncIterator[Store]:
+        """Open (creating and migrating) the database at `path` and run the writer task.
+
+        On exit, everything queued so far is committed, the writer stops and both connections
+        are closed (aiosqlite's threads would otherwise keep the process alive). `clock` gives
+        the created/updated/received times the store stamps itself.
+        """
+        if queue_size < 1 or max_batch < 1:
+            raise ValueError("queue_size and max_batch must be positive")
+        async with contextlib.AsyncExitStack() as stack:
+            with _private_umask():
+                _prepare_file(path)
+                writer = await _connect(
+                    path,
+                    (
+                        # Only takes effect on a new, empty file; lets a later retention job
+                        # reclaim space with incremental_vacuum instead of a full VACUUM.
+                        "PRAGMA auto_vacuum = INCREMENTAL",
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+                        "PRAGMA foreign_keys = ON",
+                        f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}",
+                    ),
+                )
+                stack.push_async_callback(writer.close)
+                await _check_wal(writer)
+                await _migrate(writer)
+                reader = await _connect(
+                    path,
+                    (
+                        f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+                        "PRAGMA foreign_keys = ON",
+                        # The reader never writes; make a mistake fail loudly.
+                        "PRAGMA query_only = ON",
+                    ),
+                )
+                stack.push_async_callback(reader.close)
+            store = cls(writer, reader, queue_size=queue_size, max_batch=max_batch, clock=clock)
+            stack.push_async_callback(_optimize, writer)
+            body_error: Exception | None = None
+            async with asyncio.TaskGroup() as tasks:
+                store._task = tasks.create_task(store._write_loop(), name="store-writer")
+                try:
+                    yield store
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    # Re-raised below, outside the TaskGroup, so that callers get their own
+                    # exception and not an ExceptionGroup wrapping it.
+                    body_error = exc
+                finally:
+                    await store._stop_writer()
+            if body_error is not None:
+                raise body_error
+
+    async def _stop_writer(self) -> None:
+        """Refuse new items, let the writer commit everything accepted, and wait for it."""
+        self._closing = True
+        task = self._task
+        if task is None or task.done():
+            return
+        # Blocks only while the queue is full, i.e. until the writer takes the next batch.
+        await self._queue.put(None)
+        await asyncio.wait([task])
+
+    # --- queued writes (ingest) ----------------------------------------------------------------
+
+    def enqueue(self, item: Ingested) -> bool:
+        """Queue a device message for the writer; never blocks.
+
+        Returns False, and counts a drop, when the queue is full or the store is closing.
+        """
+        if self._closing:
+            self._counters.dropped_queue_full += 1
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._counters.dropped_queue_full += 1
+            return False
+        self._counters.enqueued += 1
+        return True
+
+    async def flush(self) -> None:
+        """Wait until every item enqueued so far has been written (or dropped by a failed batch)."""
+        target = self._counters.enqueued
+        while self._processed < target:
+            if self._task is None or self._task.done():
+                raise RuntimeError("the store writer is not running")
+            await self._batch_done.wait()
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for the writer."""
+        return self._queue.qsize()
+
+    @property
+    def stats(self) -> StoreStats:
+        """A snapshot of the writer counters."""
+        c = self._counters
+        return StoreStats(
+            enqueued=c.enqueued,
+            committed=c.committed,
+            dropped_queue_full=c.dropped_queue_full,
+            batches=c.batches,
+            failed_batches=c.failed_batches,
+            dropped_write_failed=c.dropped_write_failed,
+            skipped_unknown_device=c.skipped_unknown_device,
+        )
+
+    async def _write_loop(self) -> None:
+        """Wait for an item, take what else is queued (up to max_batch), commit it; repeat."""
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                try:
+                    await self._write_batch(batch)
+                finally:
+                    self._processed += len(batch)
+                    self._batch_done.set()
+                    self._batch_done = asyncio.Event()
+                if stop:
+                    return
+        finally:
+            # Wake `flush` callers however the writer ends, so none waits forever.
+            self._batch_done.set()
+
+    async def _write_batch(self, batch: list[Ingested]) -> None:
+        rows = _BatchRows()
+        for item in batch:
+            try:
+                rows.add(item)
+            except (TypeError, ValueError, RecursionError) as exc:
+                logger.warning("dropping a %s not encodable as JSON: %s", type(item.message), exc)
+                self._counters.dropped_write_failed += 1
+        accepted = sum(rows.items_per_device.values())
+        if not accepted:
+            return
+        try:
+            async with self._transaction(durable=False) as db:
+                skipped = rows.keep_only(await self._existing_devices(db, rows.items_per_device))
+                await self._write_rows(db, rows)
+        except sqlite3.Error as exc:
+            self._counters.failed_batches += 1
+            self._counters.dropped_write_failed += accepted
+            # Log the first failure of a streak only: a full disk fails every batch, and the
+            # log goes to the same card.
+            if not self._failing:
+                logger.error("store batch of %d items failed and was dropped: %s", accepted, exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.warning("store batches are committing again")
+            self._failing = False
+        self._counters.batches += 1
+        self._counters.committed += accepted - skipped
+        self._counters.skipped_unknown_device += skipped
+
+    @staticmethod
+    async def _existing_devices(db: aiosqlite.Connection, device_ids: Collection[str]) -> set[str]:
+        rows = await db.execute_fetchall(
+            "SELECT id FROM devices WHERE id IN (SELECT value FROM json_each(?))",
+            (_id_list(device_ids),),
+        )
+        return {str(row["id"]) for row in rows}
+
+    async def _write_rows(self, db: aiosqlite.Connection, rows: _BatchRows) -> None:
+        if rows.history:
+            await db.executemany(
+                "INSERT INTO telemetry_history (device_id, attribute, timestamp, value_json)"
+                " VALUES (?, ?, ?, ?)",
+                rows.history,
+            )
+        if rows.latest:
+            await db.executemany(
+                "INSERT INTO telemetry_latest (device_id, attribute, value_json, timestamp)"
+                " VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id, attribute) DO UPDATE"
+                " SET value_json = excluded.value_json, timestamp = excluded.timestamp"
+                # An older message arriving late must not replace a newer value.
+                " WHERE excluded.timestamp >= telemetry_latest.timestamp",
+                [(d, a, text, ts) for (d, a), (text, ts) in rows.latest.items()],
+            )
+        if rows.last_seen:
+            await db.executemany(
+                "INSERT INTO device_state (device_id, last_seen_at) VALUES (?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE"
+                " SET last_seen_at = max(coalesce(last_seen_at, excluded.last_seen_at),"
+                " excluded.last_seen_at)",
+                list(rows.last_seen.items()),
+            )
+        if rows.alerts:
+            # The row exists: last_seen above inserted it.
+            await db.executemany(
+                "UPDATE device_state SET raised_alerts_json = ?, alerts_timestamp = ?"
+                " WHERE device_id = ? AND (alerts_timestamp IS NULL OR alerts_timestamp <= ?)",
+                [(text, ts, d, ts) for d, (text, ts) in rows.alerts.items()],
+            )
+        if rows.properties:
+            await self._merge_properties(db, rows.properties)
+        if rows.logs:
+            await db.executemany(
+                "INSERT INTO device_logs"
+                " (device_id, timestamp, received_at, severity, message, persist)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows.logs,
+            )
+        if rows.responses:
+            await db.executemany(
+                "INSERT INTO command_responses"
+                " (device_id, execution_id, state, payload_json, received_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows.responses,
+            )
+
+    async def _merge_properties(
+        self,
+        db: aiosqlite.Connection,
+        messages: list[tuple[str, Mapping[str, JsonValue], float]],
+    ) -> None:
+        """Shallow-merge each message's keys into the stored set, in arrival order.
+
+        Read-modify-write inside the batch transaction rather than `json_patch`, whose RFC 7396
+        semantics would delete a key sent as null and deep-merge object values.
+        """
+        stored = await db.execute_fetchall(
+            "SELECT device_id, values_json, timestamp FROM device_properties"
+            " WHERE device_id IN (SELECT value FROM json_each(?))",
+            (_id_list({d for d, _, _ in messages}),),
+        )
+        merged: dict[str, tuple[dict[str, JsonValue], float]] = {}
+        for row in stored:
+            loaded = _load(row["values_json"])
+            merged[row["device_id"]] = (
+                loaded if isinstance(loaded, dict) else {},
+                row["timestamp"],
+            )
+        for device_id, values, ts in messages:
+            current, newest = merged.get(device_id, ({}, ts))
+            current.update(values)
+            merged[device_id] = (current, max(newest, ts))
+        now = self._clock()
+        await db.executemany(
+            "INSERT INTO device_properties (device_id, values_json, timestamp, updated_at)"
+            " VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET values_json = excluded.values_json,"
+            " timestamp = excluded.timestamp, updated_at = excluded.updated_at",
+            [(d, _dump(values), ts, now) for d, (values, ts) in merged.items()],
+        )
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, durable: bool) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction on the writer connection, exclusive among this store's writers.
+
+        `durable` commits with `synchronous=FULL`, which fsyncs the WAL (with every earlier
+        frame) before COMMIT returns. Any failure, including cancellation, rolls back: aiosqlite
+        runs calls in order on one thread, so the rollback runs after whatever was in flight.
+        """
+        db = self._writer
+        async with self._write_lock:
+            if durable:
+                await db.execute("PRAGMA synchronous = FULL")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    try:
+                        # sqlite3's rollback() is a no-op outside a transaction.
+                        await db.rollback()
+                    except sqlite3.Error:
+                        logger.exception("rollback failed")
+                    raise
+            finally:
+                if durable:
+                    await db.execute("PRAGMA synchronous = NORMAL")
+
+    # --- durable writes (provisioning) ---------------------------------------------------------
+
+    async def ensure_site(self, *, name: str, timezone: str) -> Site:
+        """Return the site; the first call creates it together with the gateway's own device."""
+        async with self._transaction(durable=True) as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT id, name, timezone, updated_at FROM site ORDER BY created_at LIMIT 1"
+                )
+            )
+            if rows:
+                return _site(rows[0])
+            now = self._clock()
+            site = Site(id=str(uuid.uuid4()), name=name, timezone=timezone, updated_at=now)
+            await db.execute(
+                "INSERT INTO site (id, name, timezone, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (site.id, name, timezone, now, now),
+            )
+            await self._insert_device(
+                db,
+                Device(
+                    id=str(uuid.uuid4()),
+                    site_id=site.id,
+                    name=_GATEWAY_NAME,
+                    slug=GATEWAY_SLUG,
+                    type=DeviceType.GATEWAY,
+                    blueprint_id=NO_BLUEPRINT_ID,
+                    communication_type=CommunicationType.MQTT_V1_LOCALHOST,
+                    hardware_id=None,
+                    channel_id=None,
+                    upstream_id=None,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+        return site
+
+    async def create_token(self, *, name: str, role: Role, token_hash: str) -> ApiToken:
+        """Store a new API token by its hash (the caller hashes; the token itself is never here)."""
+        token = ApiToken(id=str(uuid.uuid4()), name=name, role=role, created_at=self._clock())
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "INSERT INTO api_tokens (id, name, role, token_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token.id, name, role.value, token_hash, token.created_at),
+            )
+        return token
+
+    async def create_device(
+        self,
+        *,
+        site_id: str,
+        name: str,
+        slug: str | None,
+        type: DeviceType,
+        communication_type: CommunicationType | None,
+        hardware_id: str | None,
+        channel_id: str | None,
+        upstream_id: str | None = None,
+    ) -> Device:
+        """Create a device with a new uuid4 id.
+
+        `slug=None` derives it from `name` (`gateway.slugs.slugify`), adding `-2`, `-3`, ... when
+        taken. Raises SlugTakenError for a taken explicit slug, ChannelTakenError when another
+        device has this hardware id and channel id, LookupError for an unknown site.
+        """
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM site WHERE id = ?", (site_id,)):
+                raise LookupError(f"no site {site_id!r}")
+            if slug is None:
+                slug = await self._free_slug(db, slugify(name))
+            elif await db.execute_fetchall("SELECT 1 FROM devices WHERE slug = ?", (slug,)):
+                raise SlugTakenError(slug)
+            if hardware_id is not None and channel_id is not None:
+                taken = await db.execute_fetchall(
+                    "SELECT 1 FROM devices WHERE hardware_id = ? AND channel_id = ?",
+                    (hardware_id, channel_id),
+                )
+                if taken:
+                    raise ChannelTakenError(f"{hardware_id}/{channel_id}")
+            now = self._clock()
+            device = Device(
+                id=str(uuid.uuid4()),
+                site_id=site_id,
+                name=name,
+                slug=slug,
+                type=type,
+                blueprint_id=NO_BLUEPRINT_ID,
+                communication_type=communication_type,
+                hardware_id=hardware_id,
+                channel_id=channel_id,
+                upstream_id=upstream_id,
+                created_at=now,
+                updated_at=now,
+            )
+            await self._insert_device(db, device)
+        return device
+
+    @staticmethod
+    async def _free_slug(db: aiosqlite.Connection, base: str) -> str:
+        """`base`, or the first of `base-2`, `base-3`, ... that no device uses."""
+        rows = await db.execute_fetchall(
+            "SELECT slug FROM devices"
+            " WHERE slug = ?1 OR substr(slug, 1, length(?1) + 1) = ?1 || '-'",
+            (base,),
+        )
+        taken = {str(row["slug"]) for row in rows}
+        if base not in taken:
+            return base
+        n = 2
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
+    @staticmethod
+    async def _insert_device(db: aiosqlite.Connection, device: Device) -> None:
+        await db.execute(
+            f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                device.id,
+                device.site_id,
+                device.name,
+                device.slug,
+                device.type.value,
+                device.blueprint_id,
+                None if device.communication_type is None else device.communication_type.value,
+                device.hardware_id,
+                device.channel_id,
+                device.upstream_id,
+                device.created_at,
+                device.updated_at,
+            ),
+        )
+
+    async def delete_device(self, device_id: str) -> bool:
+        """Delete a device and everything stored for it; False if there was no such device.
+
+        The gateway's own device cannot be deleted (ValueError).
+        """
+        async with self._transaction(durable=True) as db:
+            rows = list(
+                await db.execute_fetchall("SELECT type FROM devices WHERE id = ?", (device_id,))
+            )
+            if not rows:
+                return False
+            if rows[0]["type"] == DeviceType.GATEWAY.value:
+                raise ValueError("the gateway device cannot be deleted")
+            await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        return True
+
+    async def set_credential(
+        self, *, device_id: str, protocol: str, username: str, secret: str
+    ) -> DeviceCredential:
+        """Store the device's broker credential, replacing any existing one.
+
+        Raises LookupError for an unknown device, UsernameTakenError when another device's
+        credential has this username.
+        """
+        credential = DeviceCredential(
+            device_id=device_id,
+            protocol=protocol,
+            username=username,
+            secret=secret,
+            created_at=self._clock(),
+        )
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise LookupError(f"no device {device_id!r}")
+            taken = await db.execute_fetchall(
+                "SELECT 1 FROM device_credentials WHERE username = ? AND device_id != ?",
+                (username, device_id),
+            )
+            if taken:
+                raise UsernameTakenError(username)
+            await db.execute(
+                f"INSERT INTO device_credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET protocol = excluded.protocol,"
+                " username = excluded.username, secret = excluded.secret,"
+                " created_at = excluded.created_at",
+                (device_id, protocol, username, secret, credential.created_at),
+            )
+        return credential
+
+    async def delete_credential(self, device_id: str) -> None:
+        """Forget the device's broker credential (nothing happens if it has none)."""
+        async with self._transaction(durable=True) as db:
+            await db.execute("DELETE FROM device_credentials WHERE device_id = ?", (device_id,))
+
+    # --- reads (reader connection) -------------------------------------------------------------
+
+    async def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, parameters))
+
+    async def get_site(self) -> Site | None:
+        """The site, or None before `ensure_site`."""
+        rows = await self._fetch(
+            "SELECT id, name, timezone, updated_at FROM site ORDER BY created_at LIMIT 1"
+        )
+        return _site(rows[0]) if rows else None
+
+    async def gateway_device(self) -> Device:
+        """The gateway's own device (LookupError before `ensure_site`)."""
+        rows = await self._fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE type = ? ORDER BY created_at LIMIT 1",
+            (DeviceType.GATEWAY.value,),
+        )
+        if not rows:
+            raise LookupError("no gateway device; ensure_site has not run")
+        return _device(rows[0])
+
+    async def token_by_hash(self, token_hash: str) -> ApiToken | None:
+        """The unrevoked token with this hash, if any."""
+        rows = await self._fetch(
+            "SELECT id, name, role, created_at FROM api_tokens"
+            " WHERE token_hash = ? AND revoked_at IS NULL",
+            (token_hash,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return ApiToken(
+            id=row["id"], name=row["name"], role=Role(row["role"]), created_at=row["created_at"]
+        )
+
+    async def list_devices(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        site_id: str | None = None,
+        types: Collection[DeviceType] | None = None,
+    ) -> tuple[list[Device], int]:
+        """One page of devices ordered by id, and the total count under the same filters.
+
+        `site_id`/`types` None means no filter; an empty `types` matches nothing.
+        """
+        # One statement, so page and total come from the same snapshot: the one-row `total`
+        # side keeps the count even when the page is empty.
+        rows = await self._fetch(
+            "WITH matching AS ("
+            f"  SELECT {_DEVICE_COLUMNS} FROM devices"
+            "   WHERE (:site_id IS NULL OR site_id = :site_id)"
+            "   AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))"
+            "), page AS ("
+            "  SELECT * FROM matching ORDER BY id LIMIT :limit OFFSET :offset"
+            ") SELECT total.n AS total, page.* FROM (SELECT count(*) AS n FROM matching) AS total"
+            " LEFT JOIN page ON 1 ORDER BY page.id",
+            {
+                "site_id": site_id,
+                "types": None if types is None else _id_list([t.value for t in types]),
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+        total = int(rows[0]["total"])
+        return [_device(row) for row in rows if row["id"] is not None], total
+
+    async def get_device(self, id_or_slug: str) -> Device | None:
+        """The device with this id or, failing that, this slug."""
+        rows = await self._fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = :key OR slug = :key"
+            " ORDER BY id = :key DESC LIMIT 1",
+            {"key": id_or_slug},
+        )
+        return _device(rows[0]) if rows else None
+
+    async def device_by_channel(self, channel: ChannelRef) -> Device | None:
+        """The device behind an MQTT hardware id and channel id."""
+        rows = await self._fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE hardware_id = ? AND channel_id = ?",
+            (channel.hardware_id, channel.channel_id),
+        )
+        return _device(rows[0]) if rows else None
+
+    async def credentials(self) -> list[DeviceCredential]:
+        """Every device credential, ordered by device id (to reconcile the broker at start-up)."""
+        rows = await self._fetch(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM device_credentials ORDER BY device_id"
+        )
+        return [_credential(row) for row in rows]
+
+    async def credential(self, device_id: str) -> DeviceCredential | None:
+        """The device's broker credential, if it has one."""
+        rows = await self._fetch(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM device_credentials WHERE device_id = ?",
+            (device_id,),
+        )
+        return _credential(rows[0]) if rows else None
+
+    async def properties(self, device_ids: Collection[str]) -> dict[str, dict[str, JsonValue]]:
+        """The merged latest properties of each device that has any."""
+        rows = await self._fetch(
+            "SELECT device_id, values_json FROM device_properties"
+            " WHERE device_id IN (SELECT value FROM json_each(?))",
+            (_id_list(device_ids),),
+        )
+        result: dict[str, dict[str, JsonValue]] = {}
+        for row in rows:
+            values = _load(row["values_json"])
+            if isinstance(values, dict):
+                result[row["device_id"]] = values
+        return result
+
+    async def latest_telemetry(self, device_id: str) -> dict[str, LatestValue]:
+        """The newest value of every telemetry attribute the device has sent (null included)."""
+        rows = await self._fetch(
+            "SELECT attribute, value_json, timestamp FROM telemetry_latest WHERE device_id = ?",
+            (device_id,),
+        )
+        return {
+            row["attribute"]: LatestValue(_load(row["value_json"]), row["timestamp"])
+            for row in rows
+        }
+
+    async def last_seen(self, device_ids: Collection[str]) -> dict[str, float]:
+        """When each device's last message arrived (gateway clock); absent if never."""
+        rows = await self._fetch(
+            "SELECT device_id, last_seen_at FROM device_state"
+            " WHERE last_seen_at IS NOT NULL AND device_id IN (SELECT value FROM json_each(?))",
+            (_id_list(device_ids),),
+        )
+        return {row["device_id"]: row["last_seen_at"] for row in rows}
+
+    async def raised_alerts(self, device_ids: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """The alerts of each device's newest telemetry; absent if it never sent telemetry."""
+        rows = await self._fetch(
+            "SELECT device_id, raised_alerts_json FROM device_state"
+            " WHERE alerts_timestamp IS NOT NULL"
+            " AND device_id IN (SELECT value FROM json_each(?))",
+            (_id_list(device_ids),),
+        )
+        result: dict[str, tuple[str, ...]] = {}
+        for row in rows:
+            alerts = _load(row["raised_alerts_json"])
+            result[row["device_id"]] = (
+                tuple(str(a) for a in alerts) if isinstance(alerts, list) else ()
+            )
+        return result
+
+    async def logs(
+        self, device_id: str, *, offset: int, limit: int
+    ) -> list[tuple[LogEntry, float]]:
+        """The device's log entries with their arrival time, oldest arrival first."""
+        rows = await self._fetch(
+            "SELECT timestamp, received_at, severity, message, persist FROM device_logs"
+            " WHERE device_id = ? ORDER BY received_at, id LIMIT ? OFFSET ?",
+            (device_id, limit, offset),
+        )
+        return [
+            (
+                LogEntry(
+                    timestamp=row["timestamp"],
+                    message=row["message"],
+                    severity=LogSeverity(row["severity"]),
+                    persist=bool(row["persist"]),
+                ),
+                row["received_at"],
+            )
+            for row in rows
+        ]
+
+    async def integrity_check(self) -> str:
+        """The result of `PRAGMA integrity_check`: "ok" for a sound database."""
+        rows = await self._fetch("PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+
+async def _check_wal(db: aiosqlite.Connection) -> None:
+    rows = list(await db.execute_fetchall("PRAGMA journal_mode"))
+    mode = str(rows[0][0]).lower()
+    if mode != "wal":
+        # E.g. a filesystem without shared memory; batches and readers depend on WAL.
+        raise RuntimeError(f"SQLite refused WAL mode (journal_mode={mode})")
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring the schema to TARGET_VERSION in one durable transaction."""
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        # Read inside the write transaction: another process cannot migrate in between.
+        rows = list(await db.execute_fetchall("PRAGMA user_version"))
+        version = int(rows[0][0])
+        if version > TARGET_VERSION:
+            raise RuntimeError(
+                f"database schema version {version} is newer than this gateway's "
+                f"({TARGET_VERSION}); refusing to open it"
+            )
+        for index in range(version, TARGET_VERSION):
+            for statement in _statements(MIGRATIONS[index]):
+                await db.execute(statement)
+        if version != TARGET_VERSION:
+            # PRAGMA takes no bound parameters; TARGET_VERSION is an int constant.
+            await db.execute(f"PRAGMA user_version = {TARGET_VERSION:d}")
+            logger.info("database migrated from schema version %d to %d", version, TARGET_VERSION)
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.rollback()
+        raise
+    finally:
+        await db.execute("PRAGMA synchronous = NORMAL")
+
+
+async def _optimize(db: aiosqlite.Connection) -> None:
+    """Refresh query-planner statistics where SQLite thinks they are stale (cheap at close)."""
+    try:
+        await db.execute("PRAGMA optimize")
+    except sqlite3.Error as exc:
+        logger.warning("PRAGMA optimize failed: %s", exc)

@@ -1,0 +1,175 @@
+"""Runs the real `enapter-gateway run` as a subprocess on free loopback ports, for end-to-end tests.
+
+Readiness comes from the daemon's own sd_notify (`READY=1` on a NOTIFY_SOCKET the harness owns), so
+the harness also checks that the daemon speaks the systemd protocol. Every process is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+START_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 15.0
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def gateway_command(*args: str) -> list[str]:
+    """argv for the gateway CLI, run from this interpreter (as the console script would)."""
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def write_config(
+    directory: Path, overrides: Mapping[str, Mapping[str, object]] | None = None
+) -> tuple[Path, int, int]:
+    """A config on free loopback ports; returns (path, api port, mqtt port)."""
+    api_port, mqtt_port = free_port(), free_port()
+    sections: dict[str, dict[str, object]] = {
+        "gateway": {"state_dir": str(directory / "state"), "site_name": "Test Site"},
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "mqtt": {
+            "bind": "127.0.0.1",
+            "port": mqtt_port,
+            "tls_port": 0,
+            "advertised_host": "127.0.0.1",
+            "online_window": 3.0,
+        },
+        "mdns": {"enabled": False},
+    }
+    for name, values in (overrides or {}).items():
+        sections.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            rendered = str(value).lower() if isinstance(value, bool) else repr(value)
+            lines.append(f"{key} = {rendered}".replace("'", '"'))
+    path = directory / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, api_port, mqtt_port
+
+
+@dataclass
+class GatewayProcess:
+    """A running daemon and what tests need to talk to it."""
+
+    directory: Path
+    config: Path
+    api_port: int
+    mqtt_port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.directory / "gateway.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/api"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.directory / "state"
+
+    def start(self) -> None:
+        """Start the daemon and wait for READY=1."""
+        notify_path = self.directory / "notify.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(notify_path))
+            notify.settimeout(0.5)
+            env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONPATH": str(REPO)}
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    gateway_command("run", "--config", str(self.config)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.directory,
+                )
+            deadline = time.monotonic() + START_DEADLINE_S
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gateway exited at start:\n{self.log()}")
+                try:
+                    if b"READY=1" in notify.recv(4096):
+                        return
+                except TimeoutError:
+                    continue
+        self.stop()
+        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the daemon and wait for it; returns its exit status."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.process = None
+        return process.returncode
+
+    def log(self) -> str:
+        """Everything the daemon printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def create_token(self, role: str = "OWNER") -> str:
+        """`enapter-gateway token create`: the token is the last line of stdout."""
+        result = subprocess.run(
+            gateway_command("token", "create", "--role", role, "--name", "tests", "--config", str(self.config)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        return result.stdout.strip().splitlines()[-1]
+
+    def metrics(self) -> dict[str, float]:
+        """The daemon's /metrics as {"name{labels}": value}."""
+        text = httpx.get(f"http://127.0.0.1:{self.api_port}/metrics", timeout=5).text
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.2
+) -> T:
+    """Await `condition` until it returns something other than None/False, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await condition()
+        if last is not None and last is not False:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")

@@ -1,0 +1,32 @@
+"""A standalone device written with the Enapter Python SDK, run unchanged as a test peer.
+
+It reads its configuration from ENAPTER_STANDALONE_COMMUNICATION_CONFIG (base64 of the generated
+config), exactly as the SDK documents, and sends properties, telemetry and a log line.
+Run: `python -m tests.peers.sdk_device`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import enapter
+
+PROPERTIES = {"vendor": "enapter-gateway-tests", "model": "sdk-peer", "serial_number": "PEER-0001"}
+PERIOD_S = 0.5
+
+
+class PeerDevice(enapter.standalone.Device):
+    """Properties once a second, a counter as telemetry twice a second, one log at start."""
+
+    async def run(self) -> None:
+        await self.logger.info("peer device started")
+        for counter in itertools.count():
+            if counter % 2 == 0:
+                await self.send_properties(dict(PROPERTIES))
+            await self.send_telemetry({"counter": counter, "healthy": True})
+            await asyncio.sleep(PERIOD_S)
+
+
+if __name__ == "__main__":
+    asyncio.run(enapter.standalone.run(PeerDevice()))
