@@ -31,9 +31,7 @@ LOG = logging.getLogger("gateway")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="enapter-gateway", description="A local, open Enapter Gateway."
-    )
+    parser = argparse.ArgumentParser(prog="enapter-gateway", description="A local, open Enapter Gateway.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})"
@@ -135,7 +133,10 @@ def _leaves(error: BaseException) -> list[BaseException]:
 def _exit_code(error: Exception) -> int:
     """Log why the daemon ended and pick the exit code systemd acts on."""
     leaves = _leaves(error)
-    expected = {BrokerUnavailableError: EX_UNAVAILABLE, runtime.ExternalBrokerUnsupportedError: EX_CONFIG}
+    expected = {
+        BrokerUnavailableError: EX_UNAVAILABLE,
+        runtime.ExternalBrokerUnsupportedError: EX_CONFIG,
+    }
     for kind, code in expected.items():
         if all(isinstance(leaf, kind) for leaf in leaves):
             for leaf in leaves:

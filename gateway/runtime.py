@@ -67,9 +67,7 @@ def device_endpoint(config: Config) -> DeviceEndpoint:
 async def run(config: Config) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     if config.mqtt.mode == "external":
-        raise ExternalBrokerUnsupportedError(
-            'mqtt.mode = "external" is not implemented yet; use "managed"'
-        )
+        raise ExternalBrokerUnsupportedError('mqtt.mode = "external" is not implemented yet; use "managed"')
     state_dir = config.gateway.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -79,9 +77,7 @@ async def run(config: Config) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store.open(state_dir / DATABASE_FILE))
-            site = await store.ensure_site(
-                name=config.gateway.site_name, timezone=config.gateway.timezone
-            )
+            site = await store.ensure_site(name=config.gateway.site_name, timezone=config.gateway.timezone)
             LOG.info("site %r (%s), state in %s", site.name, site.id, state_dir)
             presence = Presence(config.mqtt.online_window)
 

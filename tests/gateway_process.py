@@ -141,7 +141,9 @@ class GatewayProcess:
     def create_token(self, role: str = "OWNER") -> str:
         """`enapter-gateway token create`: the token is the last line of stdout."""
         result = subprocess.run(
-            gateway_command("token", "create", "--role", role, "--name", "tests", "--config", str(self.config)),
+            gateway_command(
+                "token", "create", "--role", role, "--name", "tests", "--config", str(self.config)
+            ),
             capture_output=True,
             text=True,
             timeout=30,
@@ -162,14 +164,14 @@ class GatewayProcess:
 
 
 async def eventually(
-    condition: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.2
+    condition: Callable[[], Awaitable[T | None]], within_s: float, interval: float = 0.2
 ) -> T:
-    """Await `condition` until it returns something other than None/False, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """Await `condition` until it returns something but None/False; fail after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
     last: T | None = None
     while time.monotonic() < deadline:
         last = await condition()
         if last is not None and last is not False:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+    raise AssertionError(f"condition not met within {within_s} s (last value: {last!r})")

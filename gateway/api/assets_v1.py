@@ -16,9 +16,7 @@ async def list_devices(request: web.Request) -> web.Response:
     wanted = params.asset_types(request.query)
     types = None if wanted is None else dto.asset_types_to_device_types(wanted)
     services = request.app[SERVICES]
-    records, total = await services.store.list_devices(
-        offset=page.offset, limit=page.limit, types=types
-    )
+    records, total = await services.store.list_devices(offset=page.offset, limit=page.limit, types=types)
     views = await services.views(records, expand)
     following = page.offset + len(records)
     return json_response(

@@ -11,9 +11,7 @@ from gateway.model import JsonObject
 class ApiError(Exception):
     """An error with its HTTP status, a stable code and a message for humans."""
 
-    def __init__(
-        self, status: int, code: str, message: str, details: JsonObject | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, details: JsonObject | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

@@ -69,7 +69,8 @@ def expand(query: Mapping[str, str], allowed: Collection[str]) -> frozenset[str]
     unknown = sorted(values - frozenset(allowed))
     if unknown:
         raise invalid_parameter(
-            "expand", f"unknown value(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            "expand",
+            f"unknown value(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
         )
     return values
 
@@ -94,7 +95,8 @@ def asset_types(query: Mapping[str, str]) -> frozenset[str] | None:
     unknown = sorted(values - ASSET_TYPES)
     if unknown:
         raise invalid_parameter(
-            "filter[type_in]", f"unknown type(s) {', '.join(unknown)}; allowed: endpoint, gateway, ucm"
+            "filter[type_in]",
+            f"unknown type(s) {', '.join(unknown)}; allowed: endpoint, gateway, ucm",
         )
     return values
 

@@ -43,6 +43,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except Exception:
         LOG.exception("unhandled error in %s %s", request.method, request.path)
-        return json_response(
-            errors.ApiError(500, "internal_error", "Internal server error.").envelope(), 500
-        )
+        return json_response(errors.ApiError(500, "internal_error", "Internal server error.").envelope(), 500)

@@ -92,9 +92,7 @@ def find_dynsec_plugin(configured: str) -> Path:
     for pattern in PLUGIN_GLOBS:
         for match in sorted(glob.glob(pattern)):
             return Path(match)
-    raise BrokerUnavailableError(
-        f"mosquitto's dynamic-security plugin was not found; {INSTALL_HINT}"
-    )
+    raise BrokerUnavailableError(f"mosquitto's dynamic-security plugin was not found; {INSTALL_HINT}")
 
 
 def render_config(mqtt: MqttConfig, files: BrokerFiles, plugin: Path, user: str) -> str:
@@ -159,7 +157,7 @@ class ManagedBroker:
         """The admin endpoint (unix socket) for the daemon's own clients."""
         return BrokerEndpoint(
             hostname=str(self._files.socket),
-            port=0,
+            port=1883,  # unused on a unix socket, but paho rejects anything outside 1..65535
             transport="unix",
             username=dynsec.ADMIN_USERNAME,
             password=self._admin_password,
@@ -224,13 +222,12 @@ class ManagedBroker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env=_child_environment(),
             start_new_session=True,  # a Ctrl-C in the terminal goes to the daemon, which stops it
         )
         self._process = process
         recent: list[str] = []
-        self._stderr_task = asyncio.create_task(
-            _forward_stderr(process, recent), name="mosquitto-stderr"
-        )
+        self._stderr_task = asyncio.create_task(_forward_stderr(process, recent), name="mosquitto-stderr")
         try:
             await _wait_until_listening(process, self._files.socket)
         except BrokerUnavailableError as exc:
@@ -255,6 +252,13 @@ class ManagedBroker:
         if self._stderr_task is not None:
             await self._stderr_task
             self._stderr_task = None
+
+
+def _child_environment() -> dict[str, str]:
+    """Our environment minus systemd's notify variables: Debian's mosquitto is built with
+    sd_notify support and would otherwise tell systemd READY=1 on the daemon's behalf."""
+    hidden = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    return {key: value for key, value in os.environ.items() if key not in hidden}
 
 
 async def _wait_until_listening(process: asyncio.subprocess.Process, socket: Path) -> None:

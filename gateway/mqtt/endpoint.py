@@ -63,9 +63,7 @@ class BrokerAdmin:
     async def apply(self, commands: list[JsonObject]) -> None:
         """Run `commands` in order; raise BrokerAdminError on any real error or on timeout."""
         tag = f"gw-{next(self._sequence)}"
-        tagged = [
-            {**command, "correlationData": f"{tag}-{i}"} for i, command in enumerate(commands)
-        ]
+        tagged = [{**command, "correlationData": f"{tag}-{i}"} for i, command in enumerate(commands)]
         try:
             async with asyncio.timeout(CONTROL_DEADLINE_S):
                 async with self._endpoint.client() as client:

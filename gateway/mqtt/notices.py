@@ -155,16 +155,12 @@ def parse(line: str) -> ClientConnected | ClientDisconnected | None:
 def _parse_message(line: str, start: int) -> ClientConnected | ClientDisconnected | None:
     match = _CONNECTED.fullmatch(line, start)
     if match is not None:
-        return ClientConnected(
-            client_id=match["id"], username=match["username"], address=match["address"]
-        )
+        return ClientConnected(client_id=match["id"], username=match["username"], address=match["address"])
     for pattern, fixed_reason in _DISCONNECTED:
         match = pattern.fullmatch(line, start)
         if match is not None:
             reason = fixed_reason or match["reason"] or "disconnected"
             if reason.startswith("bad socket read/write"):
                 reason = "socket error"
-            return ClientDisconnected(
-                client_id=match["id"], reason=_REASON_ALIASES.get(reason, reason)
-            )
+            return ClientDisconnected(client_id=match["id"], reason=_REASON_ALIASES.get(reason, reason))
     return None

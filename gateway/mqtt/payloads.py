@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -27,6 +27,11 @@ from gateway.mqtt.topics import MessageKind
 # Real messages are a few hundred bytes; the bound keeps one misbehaving device from making the
 # gateway parse and store megabytes.
 MAX_PAYLOAD_BYTES = 64 * 1024
+
+# Containers nested in one another, the top-level object included. Deeper values are refused:
+# the store and the HTTP API re-serialise them with recursive encoders further down the call
+# stack, where a value that only just parsed could hit the recursion limit.
+MAX_NESTING = 64
 
 # How much of an offending value a `PayloadError.detail` may quote.
 _PREVIEW_CHARS = 60
@@ -75,9 +80,7 @@ def decode(kind: MessageKind, payload: bytes, received_at: float) -> DeviceMessa
     `received_at` (unix seconds) stands in for a missing or null `timestamp`.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
-        return PayloadError(
-            "too_large", f"payload is {len(payload)} bytes, limit is {MAX_PAYLOAD_BYTES}"
-        )
+        return PayloadError("too_large", f"payload is {len(payload)} bytes, limit is {MAX_PAYLOAD_BYTES}")
     parsed = _parse_json(payload)
     if isinstance(parsed, PayloadError):
         return parsed
@@ -96,12 +99,32 @@ def _parse_json(payload: bytes) -> object:
     except UnicodeDecodeError as exc:
         return PayloadError("not_json", f"payload is not UTF-8 (bad byte at offset {exc.start})")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         return PayloadError("not_json", "payload nests too deeply")
     except ValueError as exc:
         # JSONDecodeError, our own rejections, and int() refusing more than 4300 digits.
         return PayloadError("not_json", f"payload is not valid JSON: {exc!s:.{_PREVIEW_CHARS}}")
+    if _nesting_exceeds(value, MAX_NESTING):
+        return PayloadError("not_json", f"payload nests deeper than {MAX_NESTING} levels")
+    return value
+
+
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    """True if containers nest more than `limit` deep (iterative: no recursion limit to hit)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -125,9 +148,7 @@ def _decode_telemetry(obj: dict[str, Any], received_at: float) -> Telemetry:
         isinstance(alerts, list) and all(isinstance(alert, str) for alert in alerts)
     ):
         raise _Reject(
-            PayloadError(
-                "bad_alerts", f"alerts must be a list of strings or null, got {_preview(alerts)}"
-            )
+            PayloadError("bad_alerts", f"alerts must be a list of strings or null, got {_preview(alerts)}")
         )
     # `timestamp` and `alerts` are reserved names, never attributes (§1.3).
     values = {key: value for key, value in obj.items() if key not in ("timestamp", "alerts")}
@@ -198,9 +219,7 @@ def _timestamp(obj: dict[str, Any], received_at: float) -> float:
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
     raise _Reject(
-        PayloadError(
-            "bad_timestamp", f"timestamp must be non-negative unix seconds, got {_preview(value)}"
-        )
+        PayloadError("bad_timestamp", f"timestamp must be non-negative unix seconds, got {_preview(value)}")
     )
 
 

@@ -198,9 +198,7 @@ class _BatchRows:
                 _dump(values)  # fail here, not inside the transaction
                 self.properties.append((device_id, values, ts))
             case LogEntry(timestamp=ts, message=text, severity=severity, persist=persist):
-                self.logs.append(
-                    (device_id, ts, item.received_at, severity.value, text, int(persist))
-                )
+                self.logs.append((device_id, ts, item.received_at, severity.value, text, int(persist)))
             case CommandResponse(execution_id=execution_id, state=state, payload=payload):
                 self.responses.append(
                     (device_id, execution_id, state.value, _dump(payload), item.received_at)
@@ -270,9 +268,7 @@ async def _connect(path: Path, pragmas: Iterable[str]) -> aiosqlite.Connection:
 
 
 def _site(row: sqlite3.Row) -> Site:
-    return Site(
-        id=row["id"], name=row["name"], timezone=row["timezone"], updated_at=row["updated_at"]
-    )
+    return Site(id=row["id"], name=row["name"], timezone=row["timezone"], updated_at=row["updated_at"])
 
 
 def _device(row: sqlite3.Row) -> Device:
@@ -284,9 +280,7 @@ def _device(row: sqlite3.Row) -> Device:
         slug=row["slug"],
         type=DeviceType(row["type"]),
         blueprint_id=row["blueprint_id"],
-        communication_type=(
-            None if communication_type is None else CommunicationType(communication_type)
-        ),
+        communication_type=(None if communication_type is None else CommunicationType(communication_type)),
         hardware_id=row["hardware_id"],
         channel_id=row["channel_id"],
         upstream_id=row["upstream_id"],
@@ -654,8 +648,7 @@ class Store:
             now = self._clock()
             site = Site(id=str(uuid.uuid4()), name=name, timezone=timezone, updated_at=now)
             await db.execute(
-                "INSERT INTO site (id, name, timezone, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO site (id, name, timezone, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (site.id, name, timezone, now, now),
             )
             await self._insert_device(
@@ -682,8 +675,7 @@ class Store:
         token = ApiToken(id=str(uuid.uuid4()), name=name, role=role, created_at=self._clock())
         async with self._transaction(durable=True) as db:
             await db.execute(
-                "INSERT INTO api_tokens (id, name, role, token_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 (token.id, name, role.value, token_hash, token.created_at),
             )
         return token
@@ -742,8 +734,7 @@ class Store:
     async def _free_slug(db: aiosqlite.Connection, base: str) -> str:
         """`base`, or the first of `base-2`, `base-3`, ... that no device uses."""
         rows = await db.execute_fetchall(
-            "SELECT slug FROM devices"
-            " WHERE slug = ?1 OR substr(slug, 1, length(?1) + 1) = ?1 || '-'",
+            "SELECT slug FROM devices WHERE slug = ?1 OR substr(slug, 1, length(?1) + 1) = ?1 || '-'",
             (base,),
         )
         taken = {str(row["slug"]) for row in rows}
@@ -780,9 +771,7 @@ class Store:
         The gateway's own device cannot be deleted (ValueError).
         """
         async with self._transaction(durable=True) as db:
-            rows = list(
-                await db.execute_fetchall("SELECT type FROM devices WHERE id = ?", (device_id,))
-            )
+            rows = list(await db.execute_fetchall("SELECT type FROM devices WHERE id = ?", (device_id,)))
             if not rows:
                 return False
             if rows[0]["type"] == DeviceType.GATEWAY.value:
@@ -853,16 +842,13 @@ class Store:
     async def token_by_hash(self, token_hash: str) -> ApiToken | None:
         """The unrevoked token with this hash, if any."""
         rows = await self._fetch(
-            "SELECT id, name, role, created_at FROM api_tokens"
-            " WHERE token_hash = ? AND revoked_at IS NULL",
+            "SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
             (token_hash,),
         )
         if not rows:
             return None
         row = rows[0]
-        return ApiToken(
-            id=row["id"], name=row["name"], role=Role(row["role"]), created_at=row["created_at"]
-        )
+        return ApiToken(id=row["id"], name=row["name"], role=Role(row["role"]), created_at=row["created_at"])
 
     async def list_devices(
         self,
@@ -916,9 +902,7 @@ class Store:
 
     async def credentials(self) -> list[DeviceCredential]:
         """Every device credential, ordered by device id (to reconcile the broker at start-up)."""
-        rows = await self._fetch(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM device_credentials ORDER BY device_id"
-        )
+        rows = await self._fetch(f"SELECT {_CREDENTIAL_COLUMNS} FROM device_credentials ORDER BY device_id")
         return [_credential(row) for row in rows]
 
     async def credential(self, device_id: str) -> DeviceCredential | None:
@@ -949,10 +933,7 @@ class Store:
             "SELECT attribute, value_json, timestamp FROM telemetry_latest WHERE device_id = ?",
             (device_id,),
         )
-        return {
-            row["attribute"]: LatestValue(_load(row["value_json"]), row["timestamp"])
-            for row in rows
-        }
+        return {row["attribute"]: LatestValue(_load(row["value_json"]), row["timestamp"]) for row in rows}
 
     async def last_seen(self, device_ids: Collection[str]) -> dict[str, float]:
         """When each device's last message arrived (gateway clock); absent if never."""
@@ -963,7 +944,7 @@ class Store:
         )
         return {row["device_id"]: row["last_seen_at"] for row in rows}
 
-    async def raised_alerts(self, device_ids: Collection[str]) -> dict[str, tuple[str, ...]]:
+    async def raised_alerts(self, device_ids: Collection[str]) -> dict[str, list[str]]:
         """The alerts of each device's newest telemetry; absent if it never sent telemetry."""
         rows = await self._fetch(
             "SELECT device_id, raised_alerts_json FROM device_state"
@@ -971,17 +952,13 @@ class Store:
             " AND device_id IN (SELECT value FROM json_each(?))",
             (_id_list(device_ids),),
         )
-        result: dict[str, tuple[str, ...]] = {}
+        result: dict[str, list[str]] = {}
         for row in rows:
             alerts = _load(row["raised_alerts_json"])
-            result[row["device_id"]] = (
-                tuple(str(a) for a in alerts) if isinstance(alerts, list) else ()
-            )
+            result[row["device_id"]] = [str(a) for a in alerts] if isinstance(alerts, list) else []
         return result
 
-    async def logs(
-        self, device_id: str, *, offset: int, limit: int
-    ) -> list[tuple[LogEntry, float]]:
+    async def logs(self, device_id: str, *, offset: int, limit: int) -> list[tuple[LogEntry, float]]:
         """The device's log entries with their arrival time, oldest arrival first."""
         rows = await self._fetch(
             "SELECT timestamp, received_at, severity, message, persist FROM device_logs"

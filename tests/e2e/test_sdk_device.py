@@ -53,9 +53,7 @@ def stop_peer(peer: subprocess.Popen[bytes]) -> str:
     return stderr.decode(errors="replace")
 
 
-async def test_sdk_device_appears_online_with_properties(
-    gateway: GatewayProcess, owner_token: str
-) -> None:
+async def test_sdk_device_appears_online_with_properties(gateway: GatewayProcess, owner_token: str) -> None:
     api = enapter.http.api.Config(base_url=gateway.base_url, token=owner_token)
     async with enapter.http.api.Client(config=api) as client:
         site = await client.sites.get(None)
@@ -75,9 +73,7 @@ async def test_sdk_device_appears_online_with_properties(
         try:
 
             async def online() -> enapter.http.api.devices.Device | None:
-                found = await client.devices.get(
-                    device.id, expand_properties=True, expand_connectivity=True
-                )
+                found = await client.devices.get(device.id, expand_properties=True, expand_connectivity=True)
                 assert found.connectivity is not None
                 ready = (
                     found.connectivity.status is DeviceConnectivityStatus.ONLINE
@@ -89,9 +85,7 @@ async def test_sdk_device_appears_online_with_properties(
             assert seen.properties == PROPERTIES
 
             # The SDK's own paginator (offset only, until an empty page) must terminate.
-            async with client.devices.list(
-                expand_connectivity=True, expand_properties=True
-            ) as stream:
+            async with client.devices.list(expand_connectivity=True, expand_properties=True) as stream:
                 listed = [item async for item in stream]
             by_id = {item.id: item for item in listed}
             assert len(by_id) == len(listed) == 2
@@ -105,12 +99,13 @@ async def test_sdk_device_appears_online_with_properties(
                 assert {item.id async for item in scoped} == set(by_id)
             assert (await client.devices.get("peer-one")).id == device.id
 
-            assets = httpx.get(
-                f"{gateway.base_url}/assets/v1/devices",
-                params={"expand": "connectivity,properties"},
-                headers={"X-Enapter-Auth-Token": owner_token},
-                timeout=5,
-            ).json()
+            async with httpx.AsyncClient(timeout=5) as http:
+                response = await http.get(
+                    f"{gateway.base_url}/assets/v1/devices",
+                    params={"expand": "connectivity,properties"},
+                    headers={"X-Enapter-Auth-Token": owner_token},
+                )
+            assets = response.json()
             asset = {item["device_id"]: item for item in assets["devices"]}[device.id]
             assert asset["connectivity"] == {"online": True}
             assert asset["properties"] == PROPERTIES

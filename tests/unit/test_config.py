@@ -53,9 +53,7 @@ def test_defaults() -> None:
             online_window=90.0,
             mosquitto="mosquitto",
             dynsec_plugin="",
-            external=ExternalBrokerConfig(
-                host="127.0.0.1", port=1883, username="", password_file=""
-            ),
+            external=ExternalBrokerConfig(host="127.0.0.1", port=1883, username="", password_file=""),
         ),
         mdns=MdnsConfig(enabled=True, hostname="enapter-gateway", interfaces=()),
     )
@@ -189,9 +187,7 @@ def test_program_and_plugin_paths() -> None:
     assert mqtt.mosquitto == str(BASE / "bin/mosquitto")
     assert mqtt.dynsec_plugin == str(BASE / "lib/dynsec.so")
     # A bare program name stays a name, for PATH lookup.
-    assert parse({"mqtt": {"mosquitto": "mosquitto2"}}, base_dir=BASE).mqtt.mosquitto == (
-        "mosquitto2"
-    )
+    assert parse({"mqtt": {"mosquitto": "mosquitto2"}}, base_dir=BASE).mqtt.mosquitto == ("mosquitto2")
 
 
 @pytest.mark.parametrize(
@@ -245,18 +241,15 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
         ),
         (
             {"gateway": {"timezone": "Mars/Olympus"}},
-            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", '
-            'got "Mars/Olympus"',
+            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", got "Mars/Olympus"',
         ),
         (
             {"gateway": {"timezone": "localtime"}},
-            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", '
-            'got "localtime"',
+            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", got "localtime"',
         ),
         (
             {"gateway": {"timezone": "/etc/localtime"}},
-            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", '
-            'got "/etc/localtime"',
+            'gateway.timezone: expected an IANA time zone name such as "Europe/Berlin", got "/etc/localtime"',
         ),
         (
             {"mqtt": {"mode": "embedded"}},
@@ -275,9 +268,7 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
             "mqtt.online_window: expected a number of seconds > 0, got inf",
         ),
         (
-            {
-                "mqtt": {"online_window": 10**400}
-            },  # TOML integers are unbounded; no float holds this
+            {"mqtt": {"online_window": 10**400}},  # TOML integers are unbounded; no float holds this
             "mqtt.online_window: expected a number of seconds > 0, got 1" + "0" * 39 + "…",
         ),
         (
@@ -495,9 +486,7 @@ json_values = st.recursive(
     max_leaves=10,
 )
 tables = st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=5), json_values, max_size=6)
-documents = st.dictionaries(
-    st.sampled_from(SECTIONS) | st.text(max_size=5), tables | json_values, max_size=5
-)
+documents = st.dictionaries(st.sampled_from(SECTIONS) | st.text(max_size=5), tables | json_values, max_size=5)
 
 
 @settings(deadline=None)  # the first call reads the tz database

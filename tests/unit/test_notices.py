@@ -101,8 +101,7 @@ CAPTURED: list[tuple[str, Event]] = [
     ("Client six closed its connection.", ClientDisconnected("six", "closed its connection")),
     # Unix socket listener (how the daemon itself connects).
     (
-        "New client connected from /tmp/mosqexpmi3sw318/mqtt.sock:0 as unixy"
-        " (p2, c1, k60, u'gateway').",
+        "New client connected from /tmp/mosqexpmi3sw318/mqtt.sock:0 as unixy (p2, c1, k60, u'gateway').",
         ClientConnected("unixy", "gateway", "/tmp/mosqexpmi3sw318/mqtt.sock:0"),
     ),
     # An AUTH packet (reserved type 15 in 3.1.1) right after CONNECT.
@@ -259,9 +258,7 @@ OTHER_2_0: list[tuple[str, Event]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("line", "expected"), CAPTURED + CAPTURED_TIMESTAMPED + MOSQUITTO_2_1 + OTHER_2_0
-)
+@pytest.mark.parametrize(("line", "expected"), CAPTURED + CAPTURED_TIMESTAMPED + MOSQUITTO_2_1 + OTHER_2_0)
 def test_parses_known_lines(line: str, expected: Event) -> None:
     assert notices.parse(line) == expected
 
@@ -333,9 +330,7 @@ _TRICKY = st.sampled_from(
         ")",
     ]
 )
-CLIENT_IDS = st.lists(_TRICKY | st.text(min_size=1, max_size=8), min_size=1, max_size=8).map(
-    "".join
-)
+CLIENT_IDS = st.lists(_TRICKY | st.text(min_size=1, max_size=8), min_size=1, max_size=8).map("".join)
 # Usernames are provisioned by the gateway, so only the one thing that would make them ambiguous
 # is excluded.
 USERNAMES = st.text(max_size=20).filter(lambda u: not re.search(r" \(p\d+, c\d+, k\d+, u'", u))
@@ -386,9 +381,7 @@ def test_connect_line_round_trips(
     client_id=CLIENT_IDS.filter(lambda i: "[" not in i),
     template=st.sampled_from(DISCONNECT_TEMPLATES),
 )
-def test_disconnect_line_round_trips(
-    prefix: str, client_id: str, template: tuple[str, str]
-) -> None:
+def test_disconnect_line_round_trips(prefix: str, client_id: str, template: tuple[str, str]) -> None:
     form, reason = template
     assert notices.parse(prefix + form.format(client_id)) == ClientDisconnected(client_id, reason)
 

@@ -52,9 +52,7 @@ async def generate_config(request: web.Request) -> web.Response:
         raise errors.invalid_parameter("protocol", 'must be "MQTT" or "MQTTS"')
     protocol = MqttProtocol(raw_protocol.upper())
     if protocol is MqttProtocol.MQTTS:
-        raise errors.unprocessable(
-            "MQTTS configurations are not available on this gateway yet; use MQTT."
-        )
+        raise errors.unprocessable("MQTTS configurations are not available on this gateway yet; use MQTT.")
     device = await lookup.device(request)
     if device.hardware_id is None or device.channel_id is None:
         raise errors.unprocessable(

@@ -1,0 +1,533 @@
+"""Integration tests for `gateway.store.store.Store` on real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gateway.model import (
+    NO_BLUEPRINT_ID,
+    ChannelRef,
+    CommandResponse,
+    CommandResponseState,
+    CommunicationType,
+    Device,
+    DeviceMessage,
+    DeviceType,
+    JsonValue,
+    LogEntry,
+    LogSeverity,
+    Properties,
+    Role,
+    Site,
+    Telemetry,
+)
+from gateway.store.schema import TARGET_VERSION
+from gateway.store.store import (
+    ChannelTakenError,
+    Ingested,
+    LatestValue,
+    SlugTakenError,
+    Store,
+    UsernameTakenError,
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    # A directory the store has to create, so its mode is the store's doing.
+    return tmp_path / "state" / "gateway.db"
+
+
+def raw(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement on a separate plain sqlite3 connection (what is really on disk)."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA busy_timeout = 2000")
+        return list(db.execute(sql, parameters).fetchall())
+
+
+def mode(path: Path) -> int:
+    """Permission bits of a file."""
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def make_file(path: Path, permissions: int) -> None:
+    """Create `path` (and its directory) with exactly these permission bits."""
+    path.parent.mkdir(mode=0o700)
+    path.touch()
+    path.chmod(permissions)
+
+
+async def site_of(store: Store) -> Site:
+    return await store.ensure_site(name="Home", timezone="Europe/Berlin")
+
+
+async def add_device(
+    store: Store,
+    name: str = "Meter",
+    *,
+    slug: str | None = None,
+    hardware_id: str | None = None,
+    channel_id: str | None = "ch",
+    type: DeviceType = DeviceType.STANDALONE,
+) -> Device:
+    site = await site_of(store)
+    return await store.create_device(
+        site_id=site.id,
+        name=name,
+        slug=slug,
+        type=type,
+        communication_type=CommunicationType.MQTT_V1_PLAINTEXT,
+        hardware_id=hardware_id if hardware_id is not None else uuid.uuid4().hex,
+        channel_id=channel_id,
+    )
+
+
+def ingested(device: Device | str, message: DeviceMessage, received_at: float = 1000.0) -> Ingested:
+    device_id = device if isinstance(device, str) else device.id
+    return Ingested(device_id=device_id, message=message, received_at=received_at)
+
+
+def telemetry(ts: float, values: dict[str, JsonValue], alerts: tuple[str, ...] | None = None) -> Telemetry:
+    return Telemetry(timestamp=ts, values=values, alerts=alerts)
+
+
+# --- Opening, migrations, files ------------------------------------------------------------------
+
+
+async def test_migrations_apply_once_and_survive_reopen(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        first = await site_of(store)
+        device = await add_device(store)
+    assert raw(db_path, "PRAGMA user_version") == [(TARGET_VERSION,)]
+    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert raw(db_path, "PRAGMA auto_vacuum") == [(2,)]  # INCREMENTAL, set before any table
+
+    async with Store.open(db_path) as store:
+        assert await store.get_site() == first
+        assert await store.get_device(device.id) == device
+        assert await store.ensure_site(name="Other", timezone="UTC") == first
+    assert raw(db_path, "PRAGMA user_version") == [(TARGET_VERSION,)]
+    assert raw(db_path, "SELECT count(*) FROM site") == [(1,)]
+
+
+async def test_refuses_a_database_from_a_newer_version(db_path: Path) -> None:
+    async with Store.open(db_path):
+        pass
+    raw(db_path, f"PRAGMA user_version = {TARGET_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        async with Store.open(db_path):
+            pass
+    assert raw(db_path, "PRAGMA user_version") == [(TARGET_VERSION + 1,)]
+
+
+async def test_files_are_private(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        await site_of(store)
+        assert mode(db_path.parent) == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            file = db_path.with_name(db_path.name + suffix)
+            assert mode(file) == 0o600, file
+
+
+async def test_an_existing_wider_file_is_narrowed(db_path: Path) -> None:
+    make_file(db_path, 0o644)
+    assert mode(db_path) == 0o644
+    async with Store.open(db_path) as store:
+        assert await store.integrity_check() == "ok"
+    assert mode(db_path) == 0o600
+
+
+async def test_integrity_check_is_ok(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        store.enqueue(ingested(device, telemetry(1.0, {"v": 1})))
+        await store.flush()
+        assert await store.integrity_check() == "ok"
+
+
+async def test_a_body_exception_propagates_unwrapped(db_path: Path) -> None:
+    with pytest.raises(KeyError, match="boom"):
+        async with Store.open(db_path):
+            raise KeyError("boom")
+
+
+# --- Site, gateway device, tokens --------------------------------------------------------------
+
+
+async def test_ensure_site_creates_the_gateway_device_once(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        assert await store.get_site() is None
+        with pytest.raises(LookupError):
+            await store.gateway_device()
+        site = await store.ensure_site(name="Home", timezone="Europe/Berlin")
+        assert (site.name, site.timezone) == ("Home", "Europe/Berlin")
+        again = await store.ensure_site(name="Renamed", timezone="UTC")
+        assert again == site
+        assert await store.get_site() == site
+
+        gateway = await store.gateway_device()
+        assert gateway.type is DeviceType.GATEWAY
+        assert (gateway.slug, gateway.name, gateway.site_id) == ("gateway", "Gateway", site.id)
+        assert gateway.communication_type is CommunicationType.MQTT_V1_LOCALHOST
+        assert gateway.hardware_id is None
+        assert gateway.channel is None
+        assert gateway.blueprint_id == NO_BLUEPRINT_ID
+        devices, total = await store.list_devices(offset=0, limit=10)
+        assert (devices, total) == ([gateway], 1)
+        with pytest.raises(ValueError, match="gateway"):
+            await store.delete_device(gateway.id)
+
+
+async def test_tokens_by_hash_and_revocation(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 1234.5) as store:
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        assert (token.name, token.role, token.created_at) == ("cli", Role.OWNER, 1234.5)
+        assert await store.token_by_hash("h1") == token
+        assert await store.token_by_hash("h2") is None
+    raw(db_path, "UPDATE api_tokens SET revoked_at = 2000 WHERE id = ?", (token.id,))
+    async with Store.open(db_path) as store:
+        assert await store.token_by_hash("h1") is None
+
+
+# --- Devices -----------------------------------------------------------------------------------
+
+
+async def test_derived_slugs_get_numbered_and_explicit_ones_conflict(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        first = await add_device(store, "Heat Pump")
+        second = await add_device(store, "heat  pump!")
+        third = await add_device(store, "HEAT-PUMP")
+        assert [first.slug, second.slug, third.slug] == ["heat-pump", "heat-pump-2", "heat-pump-3"]
+        # The gateway holds "gateway"; a device named so gets the next free one.
+        assert (await add_device(store, "Gateway")).slug == "gateway-2"
+        assert (await add_device(store, "???")).slug == "device"
+
+        explicit = await add_device(store, "Whatever", slug="my-meter")
+        assert explicit.slug == "my-meter"
+        with pytest.raises(SlugTakenError):
+            await add_device(store, "Another", slug="my-meter")
+        with pytest.raises(SlugTakenError):
+            await add_device(store, "Another", slug="heat-pump-2")
+        # A failed create leaves nothing behind.
+        _, total = await store.list_devices(offset=0, limit=100)
+        assert total == 7  # gateway + 6
+
+
+async def test_a_gap_in_numbered_slugs_is_reused(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        await add_device(store, "pump")
+        await add_device(store, "x", slug="pump-3")
+        await add_device(store, "x", slug="pumpkin")
+        assert (await add_device(store, "Pump")).slug == "pump-2"
+        assert (await add_device(store, "Pump")).slug == "pump-4"
+
+
+async def test_channel_and_site_are_checked(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store, hardware_id="HW1", channel_id="ch1")
+        with pytest.raises(ChannelTakenError):
+            await add_device(store, "Twin", hardware_id="HW1", channel_id="ch1")
+        other = await add_device(store, "Other channel", hardware_id="HW1", channel_id="ch2")
+        assert other.channel == ChannelRef("HW1", "ch2")
+        with pytest.raises(LookupError):
+            await store.create_device(
+                site_id="no-such-site",
+                name="x",
+                slug=None,
+                type=DeviceType.STANDALONE,
+                communication_type=None,
+                hardware_id=None,
+                channel_id=None,
+            )
+        assert await store.device_by_channel(ChannelRef("HW1", "ch1")) == device
+        assert await store.device_by_channel(ChannelRef("HW1", "nope")) is None
+
+
+async def test_list_devices_pages_in_id_order_with_total(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        site = await site_of(store)
+        made = [await add_device(store, f"d{i}") for i in range(5)]
+        made.append(await add_device(store, "ucm", type=DeviceType.HARDWARE_UCM))
+        everything = sorted([*made, await store.gateway_device()], key=lambda d: d.id)
+
+        page, total = await store.list_devices(offset=0, limit=3)
+        assert (page, total) == (everything[:3], 7)
+        page, total = await store.list_devices(offset=3, limit=3)
+        assert (page, total) == (everything[3:6], 7)
+        page, total = await store.list_devices(offset=6, limit=3)
+        assert (page, total) == (everything[6:], 7)
+        page, total = await store.list_devices(offset=50, limit=3)
+        assert (page, total) == ([], 7)
+
+        page, total = await store.list_devices(offset=0, limit=10, types={DeviceType.HARDWARE_UCM})
+        assert (page, total) == ([made[-1]], 1)
+        page, total = await store.list_devices(
+            offset=1, limit=10, types=[DeviceType.STANDALONE, DeviceType.GATEWAY]
+        )
+        assert total == 6
+        assert page == [d for d in everything if d.type is not DeviceType.HARDWARE_UCM][1:]
+        assert await store.list_devices(offset=0, limit=10, types=()) == ([], 0)
+        page, total = await store.list_devices(offset=0, limit=2, site_id=site.id)
+        assert (page, total) == (everything[:2], 7)
+        assert await store.list_devices(offset=0, limit=10, site_id="elsewhere") == ([], 0)
+
+
+async def test_get_device_by_id_or_slug(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store, "Solar Inverter")
+        assert await store.get_device(device.id) == device
+        assert await store.get_device("solar-inverter") == device
+        assert await store.get_device("nope") is None
+        # An id wins over another device whose slug happens to equal it.
+        decoy = await add_device(store, "decoy", slug=device.id)
+        assert await store.get_device(device.id) == device
+        assert await store.get_device("decoy") is None
+        assert decoy.slug == device.id
+
+
+# --- Credentials ---------------------------------------------------------------------------------
+
+
+async def test_credentials_are_replaced_listed_and_deleted(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        a = await add_device(store, "a")
+        b = await add_device(store, "b")
+        assert await store.credential(a.id) is None
+        await store.set_credential(device_id=a.id, protocol="MQTT", username="ua", secret="s1")
+        replaced = await store.set_credential(device_id=a.id, protocol="MQTTS", username="ua2", secret="s2")
+        assert await store.credential(a.id) == replaced
+        assert (replaced.protocol, replaced.username, replaced.secret) == ("MQTTS", "ua2", "s2")
+        cb = await store.set_credential(device_id=b.id, protocol="MQTT", username="ub", secret="x")
+        assert await store.credentials() == sorted([replaced, cb], key=lambda c: c.device_id)
+        with pytest.raises(UsernameTakenError):
+            await store.set_credential(device_id=b.id, protocol="MQTT", username="ua2", secret="x")
+        with pytest.raises(LookupError):
+            await store.set_credential(device_id="ghost", protocol="MQTT", username="g", secret="x")
+        await store.delete_credential(a.id)
+        assert await store.credential(a.id) is None
+        assert await store.credentials() == [cb]
+    # Durable writes are on disk once the call returns, visible to any other connection.
+    assert raw(db_path, "SELECT username FROM device_credentials") == [("ub",)]
+
+
+# --- Ingest --------------------------------------------------------------------------------------
+
+
+async def test_ingested_messages_become_readable(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 5000.0) as store:
+        device = await add_device(store)
+        other = await add_device(store, "other")
+        items = [
+            ingested(device, telemetry(10.0, {"power": 1.5, "mode": "auto"}, ("overheat",)), 100.0),
+            ingested(device, Properties(timestamp=9.0, values={"model": "X1", "fw": "1.0"}), 101.0),
+            ingested(
+                device,
+                LogEntry(timestamp=11.0, message="hello", severity=LogSeverity.INFO, persist=True),
+                102.0,
+            ),
+            ingested(
+                device,
+                LogEntry(timestamp=8.0, message="late", severity=LogSeverity.ERROR, persist=False),
+                103.0,
+            ),
+            ingested(
+                device,
+                CommandResponse(
+                    execution_id="e1", state=CommandResponseState.SUCCEEDED, payload={"ok": True}
+                ),
+                104.0,
+            ),
+        ]
+        assert all(store.enqueue(item) for item in items)
+        await store.flush()
+
+        assert await store.latest_telemetry(device.id) == {
+            "power": LatestValue(1.5, 10.0),
+            "mode": LatestValue("auto", 10.0),
+        }
+        assert await store.properties([device.id, other.id]) == {device.id: {"model": "X1", "fw": "1.0"}}
+        assert await store.last_seen([device.id, other.id]) == {device.id: 104.0}
+        assert await store.raised_alerts([device.id, other.id]) == {device.id: ["overheat"]}
+        logs = await store.logs(device.id, offset=0, limit=10)
+        assert logs == [
+            (LogEntry(11.0, "hello", LogSeverity.INFO, True), 102.0),
+            (LogEntry(8.0, "late", LogSeverity.ERROR, False), 103.0),
+        ]
+        assert await store.logs(device.id, offset=1, limit=10) == logs[1:]
+        assert await store.logs(device.id, offset=0, limit=1) == logs[:1]
+        stats = store.stats
+        assert (stats.enqueued, stats.committed, stats.failed_batches) == (5, 5, 0)
+        assert stats.batches >= 1
+        assert store.queue_depth == 0
+    assert raw(db_path, "SELECT execution_id, state, payload_json FROM command_responses") == [
+        ("e1", "SUCCEEDED", '{"ok":true}')
+    ]
+    assert raw(db_path, "SELECT updated_at FROM device_properties") == [(5000.0,)]
+
+
+async def test_properties_merge_across_messages(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        store.enqueue(ingested(device, Properties(1.0, {"a": 1, "b": {"x": 1}, "c": "keep"})))
+        await store.flush()
+        # Same batch: applied in arrival order.
+        store.enqueue(ingested(device, Properties(2.0, {"a": 2, "b": {"y": 2}})))
+        store.enqueue(ingested(device, Properties(3.0, {"a": 3, "d": None})))
+        await store.flush()
+        assert await store.properties([device.id]) == {
+            # Top-level keys are replaced, not deep-merged; a null is a value, not a deletion.
+            device.id: {"a": 3, "b": {"y": 2}, "c": "keep", "d": None}
+        }
+
+
+async def test_latest_telemetry_keeps_the_newest_timestamp(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        store.enqueue(ingested(device, telemetry(20.0, {"t": 2, "u": "new"}, ("hot",))))
+        await store.flush()
+        # Older message arriving later, in its own batch: ignored for latest and alerts.
+        store.enqueue(ingested(device, telemetry(10.0, {"t": 1, "v": "only-old"}, ("cold",))))
+        await store.flush()
+        assert await store.raised_alerts([device.id]) == {device.id: ["hot"]}
+        # Within one batch, out of order.
+        store.enqueue(ingested(device, telemetry(30.0, {"u": "newest"})))
+        store.enqueue(ingested(device, telemetry(25.0, {"u": "stale"}, ("stale",))))
+        await store.flush()
+        assert await store.latest_telemetry(device.id) == {
+            "t": LatestValue(2, 20.0),
+            "u": LatestValue("newest", 30.0),
+            "v": LatestValue("only-old", 10.0),
+        }
+        # alerts=None means "no alerts" for the newest telemetry.
+        assert await store.raised_alerts([device.id]) == {device.id: []}
+    # History keeps every row, whatever the order.
+    assert raw(db_path, "SELECT count(*) FROM telemetry_history WHERE attribute = 't'") == [(2,)]
+
+
+async def test_null_telemetry_is_latest_but_not_history(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        store.enqueue(ingested(device, telemetry(1.0, {"a": 1.0, "b": "x"})))
+        store.enqueue(ingested(device, telemetry(2.0, {"a": None, "b": "y"})))
+        await store.flush()
+        assert await store.latest_telemetry(device.id) == {
+            "a": LatestValue(None, 2.0),
+            "b": LatestValue("y", 2.0),
+        }
+    assert raw(db_path, "SELECT attribute, timestamp, value_json FROM telemetry_history ORDER BY rowid") == [
+        ("a", 1.0, "1.0"),
+        ("b", 1.0, '"x"'),
+        ("b", 2.0, '"y"'),
+    ]
+
+
+async def test_full_queue_refuses_and_counts(db_path: Path) -> None:
+    async with Store.open(db_path, queue_size=2) as store:
+        device = await add_device(store)
+        # No await in between: the writer cannot take anything meanwhile.
+        results = [store.enqueue(ingested(device, telemetry(float(i), {"i": i}))) for i in range(4)]
+        assert results == [True, True, False, False]
+        assert store.queue_depth == 2
+        assert store.stats.dropped_queue_full == 2
+        await store.flush()
+        assert store.queue_depth == 0
+        assert await store.latest_telemetry(device.id) == {"i": LatestValue(1, 1.0)}
+        stats = store.stats
+        assert (stats.enqueued, stats.committed, stats.dropped_queue_full) == (2, 2, 2)
+
+
+async def test_max_batch_splits_the_queue(db_path: Path) -> None:
+    async with Store.open(db_path, max_batch=3) as store:
+        device = await add_device(store)
+        batches_before = store.stats.batches
+        for i in range(7):
+            assert store.enqueue(ingested(device, telemetry(float(i), {"i": i})))
+        await store.flush()
+        assert store.stats.batches - batches_before == 3  # 3 + 3 + 1
+        assert store.stats.committed == 7
+
+
+async def test_closing_commits_everything_queued(db_path: Path) -> None:
+    async with Store.open(db_path, max_batch=50) as store:
+        device = await add_device(store)
+        for i in range(500):
+            assert store.enqueue(ingested(device, telemetry(float(i), {"i": i}), 1000.0 + i))
+        assert store.queue_depth > 0
+    async with Store.open(db_path) as store:
+        assert await store.latest_telemetry(device.id) == {"i": LatestValue(499, 499.0)}
+        assert await store.last_seen([device.id]) == {device.id: 1499.0}
+        # Closed stores refuse new items.
+    assert not store.enqueue(ingested(device, telemetry(1.0, {"i": 0})))
+    assert raw(db_path, "SELECT count(*) FROM telemetry_history") == [(500,)]
+
+
+async def test_unknown_and_deleted_devices_do_not_break_the_batch(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        keep = await add_device(store, "keep")
+        gone = await add_device(store, "gone")
+        store.enqueue(ingested(gone, telemetry(1.0, {"x": 1})))
+        store.enqueue(ingested(gone, Properties(1.0, {"p": 1})))
+        await store.flush()
+        assert await store.delete_device(gone.id)
+        assert not await store.delete_device(gone.id)
+        # Everything stored for it went with it.
+        assert await store.latest_telemetry(gone.id) == {}
+        assert await store.properties([gone.id]) == {}
+        assert await store.last_seen([gone.id]) == {}
+
+        store.enqueue(ingested(gone, telemetry(2.0, {"x": 2})))
+        store.enqueue(ingested(keep, telemetry(2.0, {"x": 2})))
+        store.enqueue(ingested(str(uuid.uuid4()), LogEntry(1.0, "m", LogSeverity.INFO, True)))
+        store.enqueue(ingested(keep, Properties(2.0, {"p": 2})))
+        await store.flush()
+        assert await store.latest_telemetry(keep.id) == {"x": LatestValue(2, 2.0)}
+        assert await store.properties([keep.id]) == {keep.id: {"p": 2}}
+        assert await store.latest_telemetry(gone.id) == {}
+        stats = store.stats
+        assert stats.failed_batches == 0
+        assert stats.skipped_unknown_device == 2
+        assert stats.committed == 4
+    assert raw(db_path, "SELECT count(*) FROM device_logs") == [(0,)]
+
+
+async def test_a_failing_batch_is_dropped_and_the_writer_goes_on(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        # A real SQLite error inside the batch transaction, from a second connection's trigger.
+        raw(
+            db_path,
+            "CREATE TRIGGER fail_boom BEFORE INSERT ON device_logs WHEN NEW.message = 'boom'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        store.enqueue(ingested(device, telemetry(1.0, {"lost": 1})))
+        store.enqueue(ingested(device, LogEntry(1.0, "boom", LogSeverity.INFO, True)))
+        await store.flush()
+        assert await store.latest_telemetry(device.id) == {}  # the whole batch rolled back
+        stats = store.stats
+        assert (stats.failed_batches, stats.dropped_write_failed, stats.committed) == (1, 2, 0)
+
+        store.enqueue(ingested(device, telemetry(2.0, {"kept": 2})))
+        await store.flush()
+        assert await store.latest_telemetry(device.id) == {"kept": LatestValue(2, 2.0)}
+        assert store.stats.committed == 1
+        # Durable writes still work on the writer connection after the rollback.
+        assert (await add_device(store, "after")).slug == "after"
+
+
+async def test_durable_writes_interleave_with_batches(db_path: Path) -> None:
+    async with Store.open(db_path, max_batch=10) as store:
+        device = await add_device(store)
+        for i in range(200):
+            store.enqueue(ingested(device, telemetry(float(i), {"i": i})))
+        created = await asyncio.gather(*(add_device(store, f"n{i}") for i in range(10)), store.flush())
+        assert len({d.slug for d in created[:10] if isinstance(d, Device)}) == 10
+        assert store.stats.committed == 200
+        assert store.stats.failed_batches == 0
+        assert await store.integrity_check() == "ok"
