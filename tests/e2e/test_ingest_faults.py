@@ -126,6 +126,8 @@ async def test_malformed_payloads_are_counted_and_ingest_goes_on(
         await device.publish(f"{topic}/telemetry", json.dumps({"timestamp": "yesterday"}))
         await device.publish(f"{topic}/register", b"{" + b" " * (1024 * 1024) + b"}")
         await device.publish(f"v1/from/{hardware_id}/s/v9/whatever", b"{}")
+        # Its own hardware id (the ACL allows it), but a channel no device has.
+        await device.publish(f"v1/from/{hardware_id}/elsewhere/v1/telemetry", b"{}")
         await device.publish(f"{topic}/register", json.dumps({"timestamp": 1, "after": "garbage"}))
 
     async def stored() -> bool:
@@ -143,7 +145,9 @@ async def test_malformed_payloads_are_counted_and_ingest_goes_on(
         'gateway_mqtt_messages_dropped_total{reason="bad_timestamp"}': 1,
         'gateway_mqtt_messages_dropped_total{reason="too_large"}': 1,
         'gateway_mqtt_messages_dropped_total{reason="unknown_suffix"}': 1,
+        'gateway_mqtt_messages_dropped_total{reason="unknown_device"}': 1,
     }
+    assert gateway.metrics()["gateway_mqtt_messages_received_total"] == 7
     log = gateway.log()
     assert "not_json" in log  # logged once, with its reason
     assert log.count("(not_json)") == 1
