@@ -135,7 +135,7 @@ def _exit_code(error: Exception) -> int:
     leaves = _leaves(error)
     expected = {
         BrokerUnavailableError: EX_UNAVAILABLE,
-        runtime.ExternalBrokerUnsupportedError: EX_CONFIG,
+        ConfigError: EX_CONFIG,
     }
     for kind, code in expected.items():
         if all(isinstance(leaf, kind) for leaf in leaves):

@@ -1,6 +1,6 @@
 """The composition root: builds every component once, runs them in one TaskGroup, stops them in order.
 
-Start: store -> site -> managed broker -> ingest -> API -> READY=1.
+Start: store -> site -> managed broker (or the external one's address) -> ingest -> API -> READY=1.
 Stop (SIGTERM/SIGINT): API stops accepting, ingest stops, the broker child is terminated, and the
 store drains its queue into a last transaction before both connections close. A component that
 crashes ends the TaskGroup, and the daemon exits non-zero so systemd restarts it.
@@ -13,15 +13,16 @@ import contextlib
 import logging
 import signal
 import socket
+from pathlib import Path
 
 from gateway.api.app import serve
 from gateway.api.dto import TimeSync
 from gateway.api.services import DeviceEndpoint, Services
-from gateway.config import Config
+from gateway.config import Config, ConfigError, ExternalBrokerConfig
 from gateway.model import Device, MqttProtocol
 from gateway.mqtt import dynsec
 from gateway.mqtt.broker import BrokerFiles, ManagedBroker
-from gateway.mqtt.endpoint import BrokerAdmin
+from gateway.mqtt.endpoint import BrokerAdmin, BrokerEndpoint
 from gateway.mqtt.ingest import Ingest
 from gateway.presence import Presence
 from gateway.store.store import Store
@@ -37,10 +38,6 @@ TIME_SYNC_PORT = 123
 
 class _StopRequested(Exception):
     """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
-
-
-class ExternalBrokerUnsupportedError(Exception):
-    """mqtt.mode = "external" is accepted by the config but not implemented yet."""
 
 
 def primary_ipv4() -> str | None:
@@ -64,10 +61,28 @@ def device_endpoint(config: Config) -> DeviceEndpoint:
     )
 
 
+def external_endpoint(external: ExternalBrokerConfig) -> BrokerEndpoint:
+    """The admin account on a Mosquitto the user runs (with the dynamic-security plugin)."""
+    password = ""
+    if external.password_file:
+        try:
+            # One trailing newline is what `echo secret > file` leaves; it is not part of it.
+            password = Path(external.password_file).read_text().removesuffix("\n")
+        except OSError as exc:
+            raise ConfigError(
+                [f"mqtt.external.password_file: cannot read {external.password_file}: {exc.strerror}"]
+            ) from None
+    return BrokerEndpoint(
+        hostname=external.host,
+        port=external.port,
+        transport="tcp",
+        username=external.username,
+        password=password,
+    )
+
+
 async def run(config: Config) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
-    if config.mqtt.mode == "external":
-        raise ExternalBrokerUnsupportedError('mqtt.mode = "external" is not implemented yet; use "managed"')
     state_dir = config.gateway.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -92,26 +107,33 @@ async def run(config: Config) -> None:
                     for credential in await store.credentials()
                 ]
 
-            broker = await stack.enter_async_context(
-                ManagedBroker(
-                    config.mqtt,
-                    BrokerFiles(state_dir / "broker"),
-                    accounts,
-                    on_restart=presence.reset_connections,
+            broker: ManagedBroker | None = None
+            if config.mqtt.mode == "managed":
+                broker = await stack.enter_async_context(
+                    ManagedBroker(
+                        config.mqtt,
+                        BrokerFiles(state_dir / "broker"),
+                        accounts,
+                        on_restart=presence.reset_connections,
+                    )
                 )
-            )
-            ingest = Ingest(broker.endpoint, store, presence)
+                endpoint = broker.endpoint
+            else:
+                endpoint = external_endpoint(config.mqtt.external)
+                LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
+            ingest = Ingest(endpoint, store, presence)
             ingest.register(await all_devices(store))
             services = Services(
                 store=store,
                 presence=presence,
                 ingest=ingest,
-                admin=BrokerAdmin(broker.endpoint),
+                admin=BrokerAdmin(endpoint),
                 device_endpoint=device_endpoint(config),
-                broker_restarts=lambda: broker.restarts,
+                broker_restarts=lambda: 0 if broker is None else broker.restarts,
             )
             async with asyncio.TaskGroup() as group:
-                group.create_task(broker.supervise(), name="broker-supervisor")
+                if broker is not None:
+                    group.create_task(broker.supervise(), name="broker-supervisor")
                 group.create_task(ingest.run(), name="ingest")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
     except* _StopRequested:
