@@ -114,10 +114,12 @@ async def test_sdk_device_appears_online_with_properties(gateway: GatewayProcess
 
             # The SDK opens two connections (publisher + command subscription); they must stay
             # up, not reconnect in a loop.
-            connects = gateway.metrics()["gateway_device_connects_total"]
-            assert connects == 2
+            async def both_connected() -> bool:
+                return gateway.metrics()["gateway_device_connects_total"] == 2
+
+            await eventually(both_connected, 10)
             await asyncio.sleep(3)
-            assert gateway.metrics()["gateway_device_connects_total"] == connects
+            assert gateway.metrics()["gateway_device_connects_total"] == 2
             assert gateway.metrics()["gateway_devices_connected"] == 1
             assert peer.poll() is None
         finally:
