@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import enapter
 import httpx
+from enapter.http.api.devices import MQTTProtocol
 
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 30.0
@@ -161,6 +163,26 @@ class GatewayProcess:
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
+
+
+@dataclass(frozen=True)
+class ProvisionedDevice:
+    """A standalone device with fresh MQTT credentials, as the gateway generated them."""
+
+    device_id: str
+    hardware_id: str
+    password: str
+    mqtt_port: int
+
+
+async def provision(gateway: GatewayProcess, token: str, name: str) -> ProvisionedDevice:
+    """Create a standalone device and generate its MQTT config, through the SDK's HTTP client."""
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=token)
+    async with enapter.http.api.Client(config=api) as client:
+        device = await client.devices.create_standalone(name=name)
+        config = await client.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
+    password: str = config.to_dto()["mqtt_credentials"]["password"]
+    return ProvisionedDevice(device.id, config.hardware_id, password, config.mqtt_port)
 
 
 async def eventually(

@@ -83,10 +83,6 @@ class UsernameTakenError(ConflictError):
     """Another device's credential already uses this broker username."""
 
 
-class QueueFullError(Exception):
-    """The writer queue is full. Never raised to ingest: `Store.enqueue` returns False instead."""
-
-
 @dataclass(frozen=True, slots=True)
 class DeviceCredential:
     """How a device authenticates to the broker; `secret` is opaque here, never plaintext."""

@@ -15,14 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
-import enapter
 import httpx
 import pytest
-from enapter.http.api.devices import MQTTProtocol
 
 from gateway.cli import EX_CONFIG
 from gateway.mqtt.broker import find_dynsec_plugin
-from tests.gateway_process import GatewayProcess, eventually, free_port, write_config
+from tests.gateway_process import GatewayProcess, eventually, free_port, provision, write_config
 
 ADMIN_PASSWORD = "external-admin-secret"
 
@@ -98,23 +96,19 @@ async def test_external_broker_mode(tmp_path: Path, external_broker: int) -> Non
     gateway.start()
     try:
         token = gateway.create_token()
-        api = enapter.http.api.Config(base_url=gateway.base_url, token=token)
-        async with enapter.http.api.Client(config=api) as client:
-            device = await client.devices.create_standalone(name="Elsewhere")
-            generated = await client.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
-        assert generated.mqtt_port == external_broker
-        password = generated.to_dto()["mqtt_credentials"]["password"]
+        device = await provision(gateway, token, "Elsewhere")
+        assert device.mqtt_port == external_broker
         async with aiomqtt.Client(
-            "127.0.0.1", external_broker, username=generated.hardware_id, password=password
+            "127.0.0.1", external_broker, username=device.hardware_id, password=device.password
         ) as device_client:
             await device_client.publish(
-                f"v1/from/{generated.hardware_id}/s/v1/register", json.dumps({"where": "external"})
+                f"v1/from/{device.hardware_id}/s/v1/register", json.dumps({"where": "external"})
             )
 
             async def online_with_properties() -> dict[str, object] | None:
                 async with httpx.AsyncClient(timeout=5) as http:
                     response = await http.get(
-                        f"{gateway.base_url}/v3/devices/{device.id}",
+                        f"{gateway.base_url}/v3/devices/{device.device_id}",
                         params={"expand": "properties,connectivity"},
                         headers={"X-Enapter-Auth-Token": token},
                     )

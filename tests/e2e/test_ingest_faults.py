@@ -16,19 +16,7 @@ import pytest
 from enapter.http.api.devices import MQTTProtocol
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.gateway_process import GatewayProcess, eventually
-
-Credentials = tuple[str, str, str]  # device id, hardware id, password
-
-
-async def provision(gateway: GatewayProcess, token: str, name: str) -> Credentials:
-    """A standalone device with fresh MQTT credentials, through the SDK's HTTP client."""
-    api = enapter.http.api.Config(base_url=gateway.base_url, token=token)
-    async with enapter.http.api.Client(config=api) as client:
-        device = await client.devices.create_standalone(name=name)
-        config = await client.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
-    password = config.to_dto()["mqtt_credentials"]["password"]
-    return device.id, config.hardware_id, password
+from tests.gateway_process import GatewayProcess, eventually, provision
 
 
 def device_client(gateway: GatewayProcess, hardware_id: str, password: str) -> aiomqtt.Client:
@@ -59,12 +47,13 @@ async def properties_of(gateway: GatewayProcess, token: str, device_id: str) -> 
 
 
 async def test_a_device_cannot_publish_as_another(gateway: GatewayProcess, owner_token: str) -> None:
-    a_id, a_hw, a_password = await provision(gateway, owner_token, "Device A")
-    b_id, b_hw, _ = await provision(gateway, owner_token, "Device B")
-    async with device_client(gateway, a_hw, a_password) as a:
-        await a.publish(f"v1/from/{b_hw}/s/v1/register", json.dumps({"spoofed": True}))
+    a = await provision(gateway, owner_token, "Device A")
+    b = await provision(gateway, owner_token, "Device B")
+    a_id, a_hw, a_password, b_id, b_hw = a.device_id, a.hardware_id, a.password, b.device_id, b.hardware_id
+    async with device_client(gateway, a_hw, a_password) as client:
+        await client.publish(f"v1/from/{b_hw}/s/v1/register", json.dumps({"spoofed": True}))
         # Sent after the spoof on the same connection: once it is stored, the spoof had its chance.
-        await a.publish(f"v1/from/{a_hw}/s/v1/register", json.dumps({"genuine": True}))
+        await client.publish(f"v1/from/{a_hw}/s/v1/register", json.dumps({"genuine": True}))
 
     async def a_stored() -> bool:
         return await properties_of(gateway, owner_token, a_id) == {"genuine": True}
@@ -78,11 +67,11 @@ async def test_a_device_cannot_publish_as_another(gateway: GatewayProcess, owner
 async def test_a_device_cannot_subscribe_to_another_devices_commands(
     gateway: GatewayProcess, owner_token: str
 ) -> None:
-    _, a_hw, a_password = await provision(gateway, owner_token, "Device A")
-    _, b_hw, _ = await provision(gateway, owner_token, "Device B")
-    async with device_client(gateway, a_hw, a_password) as a:
-        (own,) = await a.subscribe(f"v1/to/{a_hw}/s/v1/command/requests")
-        (foreign,) = await a.subscribe(f"v1/to/{b_hw}/s/v1/command/requests")
+    a = await provision(gateway, owner_token, "Device A")
+    b = await provision(gateway, owner_token, "Device B")
+    async with device_client(gateway, a.hardware_id, a.password) as client:
+        (own,) = await client.subscribe(f"v1/to/{a.hardware_id}/s/v1/command/requests")
+        (foreign,) = await client.subscribe(f"v1/to/{b.hardware_id}/s/v1/command/requests")
     # MQTT 3.1.1 refuses a subscription in the SUBACK (0x80), it does not disconnect.
     assert isinstance(own, ReasonCode)
     assert not own.is_failure
@@ -91,7 +80,7 @@ async def test_a_device_cannot_subscribe_to_another_devices_commands(
 
 
 async def test_wrong_password_and_anonymous_are_refused(gateway: GatewayProcess, owner_token: str) -> None:
-    _, hardware_id, _ = await provision(gateway, owner_token, "Device A")
+    hardware_id = (await provision(gateway, owner_token, "Device A")).hardware_id
     for username, password in ((hardware_id, "wrong"), (None, None)):
         client = aiomqtt.Client(
             "127.0.0.1", gateway.mqtt_port, username=username, password=password, timeout=5
@@ -103,7 +92,12 @@ async def test_wrong_password_and_anonymous_are_refused(gateway: GatewayProcess,
 async def test_regenerating_the_config_revokes_the_old_password(
     gateway: GatewayProcess, owner_token: str
 ) -> None:
-    device_id, hardware_id, old_password = await provision(gateway, owner_token, "Device A")
+    provisioned = await provision(gateway, owner_token, "Device A")
+    device_id, hardware_id, old_password = (
+        provisioned.device_id,
+        provisioned.hardware_id,
+        provisioned.password,
+    )
     api = enapter.http.api.Config(base_url=gateway.base_url, token=owner_token)
     async with device_client(gateway, hardware_id, old_password) as connected:
         async with enapter.http.api.Client(config=api) as client:
@@ -118,7 +112,8 @@ async def test_regenerating_the_config_revokes_the_old_password(
 async def test_malformed_payloads_are_counted_and_ingest_goes_on(
     gateway: GatewayProcess, owner_token: str
 ) -> None:
-    device_id, hardware_id, password = await provision(gateway, owner_token, "Sloppy")
+    sloppy = await provision(gateway, owner_token, "Sloppy")
+    device_id, hardware_id, password = sloppy.device_id, sloppy.hardware_id, sloppy.password
     topic = f"v1/from/{hardware_id}/s/v1"
     async with device_client(gateway, hardware_id, password) as device:
         await device.publish(f"{topic}/telemetry", b"this is not json")

@@ -10,13 +10,11 @@ import subprocess
 from pathlib import Path
 
 import aiomqtt
-import enapter
 import httpx
-from enapter.http.api.devices import MQTTProtocol
 
 from gateway.cli import EX_CONFIG, EX_UNAVAILABLE
 from gateway.runtime import DATABASE_FILE
-from tests.gateway_process import REPO, GatewayProcess, gateway_command, write_config
+from tests.gateway_process import REPO, GatewayProcess, gateway_command, provision, write_config
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -110,20 +108,15 @@ async def test_sigterm_during_ingest_exits_0_with_an_intact_database(tmp_path: P
     gateway = GatewayProcess(tmp_path, config, api_port, mqtt_port)
     gateway.start()
     try:
-        token = gateway.create_token()
-        api = enapter.http.api.Config(base_url=gateway.base_url, token=token)
-        async with enapter.http.api.Client(config=api) as client:
-            device = await client.devices.create_standalone(name="Busy")
-            generated = await client.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
-        password = generated.to_dto()["mqtt_credentials"]["password"]
-        topic = f"v1/from/{generated.hardware_id}/s/v1/telemetry"
+        device = await provision(gateway, gateway.create_token(), "Busy")
+        topic = f"v1/from/{device.hardware_id}/s/v1/telemetry"
         sent = 0
         process = gateway.process
         assert process is not None
         # The broker goes away under the publisher once the daemon stops it.
         with contextlib.suppress(aiomqtt.MqttError):
             async with aiomqtt.Client(
-                "127.0.0.1", mqtt_port, username=generated.hardware_id, password=password
+                "127.0.0.1", mqtt_port, username=device.hardware_id, password=device.password
             ) as publisher:
                 for sent in range(1, 2001):
                     await publisher.publish(topic, json.dumps({"timestamp": sent, "n": sent}))
@@ -136,6 +129,6 @@ async def test_sigterm_during_ingest_exits_0_with_an_intact_database(tmp_path: P
     with sqlite3.connect(tmp_path / "state" / DATABASE_FILE) as database:
         assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         (stored,) = database.execute(
-            "SELECT count(*) FROM telemetry_history WHERE device_id = ?", (device.id,)
+            "SELECT count(*) FROM telemetry_history WHERE device_id = ?", (device.device_id,)
         ).fetchone()
     assert 0 < stored <= sent
