@@ -65,10 +65,6 @@ def _config_path(given: Path | None) -> Path:
     return Path(from_env) if from_env else DEFAULT_CONFIG
 
 
-def _load(given: Path | None) -> Config:
-    return load(_config_path(given))
-
-
 def _configure_logging(verbose: bool) -> None:
     # Under systemd, journald stamps every line itself.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
@@ -106,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.path}: ok")
         return 0
     try:
-        config = _load(args.config)
+        config = load(_config_path(args.config))
     except ConfigError as error:
         _print_problems(error)
         return EX_CONFIG

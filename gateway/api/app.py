@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -31,7 +30,7 @@ def create_app(services: Services) -> web.Application:
         app.router.add_get(prefix + "/devices", devices.list_devices)
         app.router.add_get(prefix + "/devices/{device}", devices.get_device)
         app.router.add_post(prefix + "/devices/{device}/generate_config", devices.generate_config)
-    app.router.add_get("/api/v3/site", sites.get_own_site)
+    app.router.add_get("/api/v3/site", sites.get_site)
     app.router.add_get("/api/v3/sites", sites.list_sites)
     app.router.add_get("/api/v3/sites/{site_id}", sites.get_site)
     app.router.add_post("/api/v3/provisioning/standalone", provisioning.standalone)
@@ -42,16 +41,8 @@ def create_app(services: Services) -> web.Application:
     return app
 
 
-@dataclass(frozen=True, slots=True)
-class Listening:
-    """Where the API ended up listening (the port matters when 0 was asked for)."""
-
-    host: str
-    port: int
-
-
 @contextlib.asynccontextmanager
-async def serve(services: Services, host: str, port: int) -> AsyncIterator[Listening]:
+async def serve(services: Services, host: str, port: int) -> AsyncIterator[None]:
     """Serve the API until the context exits; then stop accepting and finish in-flight requests."""
     runner = web.AppRunner(create_app(services), access_log=None, handle_signals=False)
     await runner.setup()
@@ -60,6 +51,6 @@ async def serve(services: Services, host: str, port: int) -> AsyncIterator[Liste
         await site.start()
         bound = runner.addresses[0]
         LOG.info("API listening on http://%s:%s/api", bound[0], bound[1])
-        yield Listening(host=str(bound[0]), port=int(bound[1]))
+        yield
     finally:
         await runner.cleanup()

@@ -30,6 +30,6 @@ async def list_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     """GET /assets/v1/devices/{device}."""
     expand = params.expand(request.query, params.ASSET_EXPANDS)
-    device = await lookup.device(request)
+    device = await lookup.device(request, await lookup.own_site(request))
     (view,) = await request.app[SERVICES].views([device], expand)
     return json_response({"device": dto.asset_device(view, expand=expand)})

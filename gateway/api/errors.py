@@ -26,10 +26,9 @@ class ApiError(Exception):
         return {"errors": [error]}
 
 
-def bad_request(message: str, *, parameter: str | None = None) -> ApiError:
-    """400: the request could not be parsed or failed validation."""
-    details: JsonObject | None = None if parameter is None else {"parameter": parameter}
-    return ApiError(400, "bad_request", message, details)
+def bad_request(message: str) -> ApiError:
+    """400: the request could not be parsed (a named parameter: `invalid_parameter`)."""
+    return ApiError(400, "bad_request", message)
 
 
 def invalid_parameter(parameter: str, message: str) -> ApiError:

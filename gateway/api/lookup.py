@@ -20,10 +20,9 @@ async def own_site(request: web.Request) -> Site:
     return site
 
 
-async def device(request: web.Request) -> Device:
-    """The device named by `{device}` (id or slug), inside the site scope; else 404."""
-    await own_site(request)
+async def device(request: web.Request, site: Site) -> Device:
+    """The device named by `{device}` (id or slug) in `site` (from `own_site`); else 404."""
     found = await request.app[SERVICES].store.get_device(request.match_info["device"])
-    if found is None:
+    if found is None or found.site_id != site.id:
         raise errors.not_found("Device")
     return found

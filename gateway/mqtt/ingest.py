@@ -52,18 +52,12 @@ class Ingest:
         self.received = 0
         self.accepted = 0
         self.dropped: collections.Counter[str] = collections.Counter()
-        self.connected = asyncio.Event()
 
     def register(self, devices: Iterable[Device]) -> None:
         """Devices whose messages are accepted (their channel -> device id)."""
         for device in devices:
             if device.channel is not None:
                 self._devices[device.channel] = device.id
-
-    def forget(self, device: Device) -> None:
-        """A device was deleted: its messages are dropped from now on."""
-        if device.channel is not None:
-            self._devices.pop(device.channel, None)
 
     async def run(self) -> None:
         """Receive until cancelled, reconnecting with capped, jittered backoff."""
@@ -74,14 +68,12 @@ class Ingest:
                     await client.subscribe(topics.DEVICE_SUBSCRIPTION)
                     await client.subscribe(notices.NOTICE_TOPIC)
                     LOG.info("ingest subscribed to %s", topics.DEVICE_SUBSCRIPTION)
-                    self.connected.set()
                     backoff = BACKOFF_FIRST_S
                     async for message in client.messages:
                         payload = message.payload
                         if isinstance(payload, bytes | bytearray):
                             self.handle(message.topic.value, bytes(payload))
             except aiomqtt.MqttError as exc:
-                self.connected.clear()
                 delay = random.uniform(backoff / 2, backoff)
                 LOG.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

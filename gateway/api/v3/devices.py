@@ -35,8 +35,8 @@ async def list_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     """GET /v3/devices/{device} (an id or a slug)."""
     expand = params.expand(request.query, params.DEVICE_EXPANDS)
-    device = await lookup.device(request)
     site = await lookup.own_site(request)
+    device = await lookup.device(request, site)
     services = request.app[SERVICES]
     (view,) = await services.views([device], expand)
     body = dto.device(view, role=request[ROLE], expand=expand, site_record=site)
@@ -53,7 +53,7 @@ async def generate_config(request: web.Request) -> web.Response:
     protocol = MqttProtocol(raw_protocol.upper())
     if protocol is MqttProtocol.MQTTS:
         raise errors.unprocessable("MQTTS configurations are not available on this gateway yet; use MQTT.")
-    device = await lookup.device(request)
+    device = await lookup.device(request, await lookup.own_site(request))
     if device.hardware_id is None or device.channel_id is None:
         raise errors.unprocessable(
             f"Device {device.slug} of type {device.type.value} does not connect over MQTT itself."

@@ -9,14 +9,8 @@ from gateway.api.auth import ROLE
 from gateway.api.render import json_response
 
 
-async def get_own_site(request: web.Request) -> web.Response:
-    """GET /v3/site."""
-    site = await lookup.own_site(request)
-    return json_response({"site": dto.site(site, request[ROLE])})
-
-
 async def get_site(request: web.Request) -> web.Response:
-    """GET /v3/sites/{site_id}."""
+    """GET /v3/site (the gateway's shortcut) and GET /v3/sites/{site_id}."""
     site = await lookup.own_site(request)
     return json_response({"site": dto.site(site, request[ROLE])})
 
