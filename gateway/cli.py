@@ -1,28 +1,32 @@
-"""Command line: `enapter-gateway run | token create | check-config`.
+"""Command line: `enapter-gateway run | token create|list|revoke | check-config`.
 
 Exit codes: 0 ok; 78 (EX_CONFIG) bad configuration, so systemd's RestartPreventExitStatus=78 does not
-loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing; 1 a crash.
+loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing; 65 (EX_DATAERR)
+`token revoke` of an unknown id; 1 a crash.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway import __version__, runtime
 from gateway.config import Config, ConfigError, load
-from gateway.model import Role
+from gateway.model import ApiToken, Role
 from gateway.mqtt.broker import BrokerUnavailableError
 from gateway.store.store import Store
 from gateway.tokens import RANDOM_BYTES, format_token, hash_token
 
 EX_CONFIG = 78
+EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 DEFAULT_CONFIG = Path("/etc/enapter-gateway/config.toml")
 CONFIG_ENV = "ENAPTER_GATEWAY_CONFIG"
@@ -48,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, type=str.upper, choices=_token_roles())
     create.add_argument("--name", default="", help="what the token is for")
     create.add_argument("--config", type=Path, help=config_help)
+    listing = token_commands.add_parser("list", help="list API tokens (never the tokens themselves)")
+    listing.add_argument("--config", type=Path, help=config_help)
+    revoke = token_commands.add_parser(
+        "revoke", help="revoke an API token; a running gateway refuses it at once"
+    )
+    revoke.add_argument("id", help="the token's id, as `token list` shows it")
+    revoke.add_argument("--config", type=Path, help=config_help)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
@@ -82,17 +93,60 @@ def _print_problems(error: ConfigError) -> None:
         print(f"config error: {problem}", file=sys.stderr)
 
 
+def _open_store(config: Config) -> contextlib.AbstractAsyncContextManager[Store]:
+    return Store.open(config.gateway.state_dir / runtime.DATABASE_FILE)
+
+
 async def _create_token(config: Config, role: Role, name: str) -> str:
     token = format_token(secrets.token_bytes(RANDOM_BYTES))
-    config.gateway.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    async with Store.open(config.gateway.state_dir / runtime.DATABASE_FILE) as store:
+    async with _open_store(config) as store:
         await store.create_token(name=name, role=role, token_hash=hash_token(token))
     return token
+
+
+async def _list_tokens(config: Config) -> list[ApiToken]:
+    async with _open_store(config) as store:
+        return await store.tokens()
+
+
+async def _revoke_token(config: Config, token_id: str) -> ApiToken | None:
+    async with _open_store(config) as store:
+        return await store.revoke_token(token_id)
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _token_command(config: Config, args: argparse.Namespace) -> int:
+    if args.token_command == "create":
+        role = Role(args.role)
+        secret = asyncio.run(_create_token(config, role, args.name))
+        print(f"Created a {role.value} token. It is shown only this once; keep it secret:")
+        print(secret)
+        return 0
+    if args.token_command == "list":
+        print(f"{'ID':36}  {'ROLE':9}  {'CREATED':20}  {'REVOKED':20}  NAME")
+        for token in asyncio.run(_list_tokens(config)):
+            created, revoked_at = _when(token.created_at), _when(token.revoked_at)
+            print(f"{token.id:36}  {token.role.value:9}  {created:20}  {revoked_at:20}  {token.name}")
+        return 0
+    revoked = asyncio.run(_revoke_token(config, args.id))
+    if revoked is None:
+        print(f"no token with id {args.id!r}; see `enapter-gateway token list`", file=sys.stderr)
+        return EX_DATAERR
+    print(f"Revoked token {revoked.id} ({revoked.role.value}, {revoked.name or 'no name'}).")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `enapter-gateway` console script."""
     args = _parser().parse_args(argv)
+    # Everything the gateway writes (database, CA key, broker files) is for its own user only;
+    # Mosquitto, its child, inherits this.
+    os.umask(0o077)
     if args.command == "check-config":
         try:
             load(args.path)
@@ -107,11 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(error)
         return EX_CONFIG
     if args.command == "token":
-        role = Role(args.role)
-        token = asyncio.run(_create_token(config, role, args.name))
-        print(f"Created a {role.value} token. It is shown only this once; keep it secret:")
-        print(token)
-        return 0
+        return _token_command(config, args)
     _configure_logging(args.verbose)
     try:
         asyncio.run(runtime.run(config))

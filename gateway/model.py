@@ -167,3 +167,4 @@ class ApiToken:
     name: str
     role: Role
     created_at: float
+    revoked_at: float | None = None

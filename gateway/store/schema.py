@@ -115,7 +115,21 @@ CREATE TABLE device_state (
 ) STRICT;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+# Certificates issued to MQTTS devices. Rows outlive their device (no foreign key): a deleted device's
+# certificates must stay on the CRL until they expire. Serials are up to 159 bits, so hex text.
+_V2: Final = """
+CREATE TABLE device_certificates (
+    serial TEXT PRIMARY KEY NOT NULL,
+    device_id TEXT NOT NULL,
+    hardware_id TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    not_after REAL NOT NULL,
+    revoked_at REAL
+) STRICT;
+CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""
 
 TARGET_VERSION: Final[int] = len(MIGRATIONS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ _DEVICE_COLUMNS: Final = (
     " upstream_id, created_at, updated_at"
 )
 _CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
+_TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at"
 
 
 class ConflictError(Exception):
@@ -92,6 +94,23 @@ class DeviceCredential:
     username: str
     secret: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificateRecord:
+    """A client certificate issued to a device (the certificate itself is not kept)."""
+
+    serial: int
+    hardware_id: str
+    not_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedCertificate:
+    """An entry of the CRL."""
+
+    serial: int
+    revoked_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +311,27 @@ def _credential(row: sqlite3.Row) -> DeviceCredential:
         username=row["username"],
         secret=row["secret"],
         created_at=row["created_at"],
+    )
+
+
+def _token(row: sqlite3.Row) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _serial_text(serial: int) -> str:
+    return format(serial, "x")
+
+
+async def _revoke_certificates(db: aiosqlite.Connection, device_id: str, now: float) -> None:
+    await db.execute(
+        "UPDATE device_certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+        (now, device_id),
     )
 
 
@@ -676,6 +716,23 @@ class Store:
             )
         return token
 
+    async def revoke_token(self, token_id: str) -> ApiToken | None:
+        """Revoke the token with this id (at once, for a running daemon too); None if unknown.
+
+        Revoking a revoked token keeps its first revocation time.
+        """
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (self._clock(), token_id),
+            )
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+                )
+            )
+        return _token(rows[0]) if rows else None
+
     async def create_device(
         self,
         *,
@@ -772,16 +829,24 @@ class Store:
                 return False
             if rows[0]["type"] == DeviceType.GATEWAY.value:
                 raise ValueError("the gateway device cannot be deleted")
+            await _revoke_certificates(db, device_id, self._clock())
             await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
         return True
 
     async def set_credential(
-        self, *, device_id: str, protocol: str, username: str, secret: str
+        self,
+        *,
+        device_id: str,
+        protocol: str,
+        username: str,
+        secret: str,
+        certificate: IssuedCertificateRecord | None = None,
     ) -> DeviceCredential:
         """Store the device's broker credential, replacing any existing one.
 
-        Raises LookupError for an unknown device, UsernameTakenError when another device's
-        credential has this username.
+        Every certificate issued to the device before is revoked in the same transaction, and
+        `certificate`, the one this credential comes with, is recorded. Raises LookupError for an
+        unknown device, UsernameTakenError when another device's credential has this username.
         """
         credential = DeviceCredential(
             device_id=device_id,
@@ -806,6 +871,19 @@ class Store:
                 " created_at = excluded.created_at",
                 (device_id, protocol, username, secret, credential.created_at),
             )
+            await _revoke_certificates(db, device_id, credential.created_at)
+            if certificate is not None:
+                await db.execute(
+                    "INSERT INTO device_certificates"
+                    " (serial, device_id, hardware_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        _serial_text(certificate.serial),
+                        device_id,
+                        certificate.hardware_id,
+                        credential.created_at,
+                        certificate.not_after,
+                    ),
+                )
         return credential
 
     async def delete_credential(self, device_id: str) -> None:
@@ -838,13 +916,30 @@ class Store:
     async def token_by_hash(self, token_hash: str) -> ApiToken | None:
         """The unrevoked token with this hash, if any."""
         rows = await self._fetch(
-            "SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            f"SELECT {_TOKEN_COLUMNS}, token_hash FROM api_tokens"
+            " WHERE token_hash = ? AND revoked_at IS NULL",
             (token_hash,),
         )
-        if not rows:
+        # The index found the row; the comparison that decides is still made in constant time.
+        if not rows or not hmac.compare_digest(rows[0]["token_hash"], token_hash):
             return None
-        row = rows[0]
-        return ApiToken(id=row["id"], name=row["name"], role=Role(row["role"]), created_at=row["created_at"])
+        return _token(rows[0])
+
+    async def tokens(self) -> list[ApiToken]:
+        """Every API token, revoked ones included, oldest first."""
+        rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id")
+        return [_token(row) for row in rows]
+
+    async def revoked_certificates(self, now: float) -> list[RevokedCertificate]:
+        """The CRL's entries: revoked certificates that have not expired yet."""
+        rows = await self._fetch(
+            "SELECT serial, revoked_at FROM device_certificates"
+            " WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial",
+            (now,),
+        )
+        return [
+            RevokedCertificate(serial=int(row["serial"], 16), revoked_at=row["revoked_at"]) for row in rows
+        ]
 
     async def list_devices(
         self,

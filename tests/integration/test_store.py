@@ -32,7 +32,9 @@ from gateway.store.schema import TARGET_VERSION
 from gateway.store.store import (
     ChannelTakenError,
     Ingested,
+    IssuedCertificateRecord,
     LatestValue,
+    RevokedCertificate,
     SlugTakenError,
     Store,
     UsernameTakenError,
@@ -196,6 +198,27 @@ async def test_tokens_by_hash_and_revocation(db_path: Path) -> None:
         assert await store.token_by_hash("h1") is None
 
 
+async def test_tokens_are_listed_and_revoked(db_path: Path) -> None:
+    now = [100.0]
+    async with Store.open(db_path, clock=lambda: now[0]) as store:
+        first = await store.create_token(name="one", role=Role.OWNER, token_hash="h1")
+        now[0] = 200.0
+        second = await store.create_token(name="two", role=Role.READONLY, token_hash="h2")
+        assert await store.tokens() == [first, second]
+        now[0] = 300.0
+        revoked = await store.revoke_token(first.id)
+        assert revoked is not None
+        assert revoked.revoked_at == 300.0
+        assert await store.token_by_hash("h1") is None
+        assert await store.token_by_hash("h2") == second
+        now[0] = 400.0
+        again = await store.revoke_token(first.id)
+        assert again is not None
+        assert again.revoked_at == 300.0  # the first revocation time is kept
+        assert await store.revoke_token("no-such-id") is None
+        assert [t.revoked_at for t in await store.tokens()] == [300.0, None]
+
+
 # --- Devices -----------------------------------------------------------------------------------
 
 
@@ -315,6 +338,38 @@ async def test_credentials_are_replaced_listed_and_deleted(db_path: Path) -> Non
         assert await store.credentials() == [cb]
     # Durable writes are on disk once the call returns, visible to any other connection.
     assert raw(db_path, "SELECT username FROM device_credentials") == [("ub",)]
+
+
+async def test_certificates_are_revoked_on_reissue_and_delete(db_path: Path) -> None:
+    now = [1000.0]
+    async with Store.open(db_path, clock=lambda: now[0]) as store:
+        a = await add_device(store, "a")
+        b = await add_device(store, "b")
+        big = 2**158 + 12345  # serials are up to 159 bits, beyond SQLite's INTEGER
+
+        def cert(serial: int, device: Device, not_after: float = 10_000.0) -> IssuedCertificateRecord:
+            assert device.hardware_id is not None
+            return IssuedCertificateRecord(serial=serial, hardware_id=device.hardware_id, not_after=not_after)
+
+        await store.set_credential(
+            device_id=a.id, protocol="MQTTS", username="ua", secret="x509", certificate=cert(big, a)
+        )
+        await store.set_credential(
+            device_id=b.id, protocol="MQTTS", username="ub", secret="x509", certificate=cert(7, b, 1500.0)
+        )
+        assert await store.revoked_certificates(now[0]) == []
+        now[0] = 1100.0
+        # A new credential of any kind revokes what the device had before.
+        await store.set_credential(device_id=a.id, protocol="MQTT", username="ua", secret="hash")
+        assert await store.revoked_certificates(now[0]) == [RevokedCertificate(serial=big, revoked_at=1100.0)]
+        now[0] = 1200.0
+        assert await store.delete_device(b.id)
+        assert await store.revoked_certificates(now[0]) == [
+            RevokedCertificate(serial=big, revoked_at=1100.0),
+            RevokedCertificate(serial=7, revoked_at=1200.0),
+        ]
+        # An expired certificate no longer needs a CRL entry.
+        assert await store.revoked_certificates(1600.0) == [RevokedCertificate(serial=big, revoked_at=1100.0)]
 
 
 # --- Ingest --------------------------------------------------------------------------------------
