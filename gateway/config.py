@@ -50,11 +50,22 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """``[api.rate_limit]``: fixed-window request limits of the HTTP API; every count 0 = unlimited."""
+
+    window: float  # seconds; length of one rate-limit window
+    requests: int  # per window per API token
+    anonymous_requests: int  # per window per client address, for requests without a valid token
+    auth_failures: int  # unknown or revoked tokens per window per client address; then 429s
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """``[api]``: where the HTTP API (``/api/v3``, ``/api/assets/v1``) listens."""
+    """``[api]``: where the HTTP API (``/api/v3``, ``/api/assets/v1``) listens, and its rate limits."""
 
     host: str
     port: int
+    rate_limit: RateLimitConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,10 @@ class MqttConfig:
     bind: str  # address the managed Mosquitto's device listeners bind to
     port: int  # plain MQTT, username/password devices
     tls_port: int  # MQTTS with client certificates; 0 = disabled
+    # Extra DNS names for the MQTTS server certificate, lower-case, in the file's order, no
+    # duplicates; "<mdns.hostname>.local", "localhost", advertised_host and the gateway's own IP
+    # addresses are added by whoever issues the certificate, so they may or may not appear here.
+    tls_hostnames: tuple[str, ...]
     advertised_host: str  # written into generated device configs; "" = primary LAN IPv4
     online_window: float  # seconds since the last message that still count as ONLINE
     mosquitto: str  # binary name (looked up in PATH) or absolute path
@@ -125,6 +140,7 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
     api = ApiConfig(
         host=_string(api_table, "host", "0.0.0.0", _host),
         port=_port(api_table, "port", 8080),
+        rate_limit=_rate_limit(api_table.table("rate_limit")),
     )
     api_table.finish()
 
@@ -146,6 +162,7 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
         bind=_string(table, "bind", "0.0.0.0", _host),
         port=port,
         tls_port=tls_port,
+        tls_hostnames=_hostnames(table, "tls_hostnames"),
         advertised_host=_string(table, "advertised_host", "", _optional_host),
         online_window=_seconds(table, "online_window", 90.0),
         # A relative path to a program or plugin means "next to the config file"; a bare program
@@ -295,6 +312,17 @@ def _external(table: _Table, mode: MqttMode, base_dir: Path) -> ExternalBrokerCo
     return config
 
 
+def _rate_limit(table: _Table) -> RateLimitConfig:
+    config = RateLimitConfig(
+        window=_seconds(table, "window", 60.0),
+        requests=_count(table, "requests", 1200),
+        anonymous_requests=_count(table, "anonymous_requests", 120),
+        auth_failures=_count(table, "auth_failures", 20),
+    )
+    table.finish()
+    return config
+
+
 def _program(value: str, base_dir: Path) -> str:
     return str(base_dir / value) if "/" in value else value
 
@@ -340,6 +368,18 @@ def _port(table: _Table, key: str, default: int, *, allow_zero: bool = False) ->
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
         disabled = " (0 = disabled)" if allow_zero else ""
         table.problem(key, f"expected an integer {low}..65535{disabled}, got {_show(value)}")
+        return default
+    return value
+
+
+def _count(table: _Table, key: str, default: int) -> int:
+    """A per-window limit: an integer >= 0, where 0 means unlimited."""
+    value = table.take(key)
+    if value is _MISSING:
+        return default
+    # bool is an int in Python, and 1.0 is not an integer in TOML.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        table.problem(key, f"expected an integer >= 0 (0 = unlimited), got {_show(value)}")
         return default
     return value
 
@@ -393,6 +433,29 @@ def _interfaces(table: _Table, key: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _hostnames(table: _Table, key: str) -> tuple[str, ...]:
+    value = table.take(key)
+    if value is _MISSING:
+        return ()
+    if not isinstance(value, list):
+        table.problem(key, f"expected an array of DNS host names, got {_show(value)}")
+        return ()
+    names: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            table.problem(key, f"expected a string, got {_show(item)}", index=index)
+            continue
+        problem = _dns_name(item)
+        if problem is not None:
+            table.problem(key, problem, index=index)
+        # DNS names are case-insensitive, so "GW.lan" repeats "gw.lan".
+        elif item.lower() in names:
+            table.problem(key, f"duplicate host name {_show(item)}", index=index)
+        else:
+            names.append(item.lower())
+    return tuple(names)
+
+
 # --- String checks -----------------------------------------------------------------------------
 
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
@@ -441,6 +504,21 @@ def _dns_label(value: str) -> str | None:
     return (
         "expected a DNS label (1-63 letters, digits or hyphens, not starting or ending with a "
         f"hyphen), got {_show(value)}"
+    )
+
+
+def _dns_name(value: str) -> str | None:
+    # RFC 1123 host names: DNS labels joined by dots, at most 253 characters. A certificate's DNS
+    # name matches no IP address, and a name whose last label is all digits reads as one
+    # ("10.0.0.2", and "10.2" to inet_aton), so those are refused rather than silently useless.
+    labels = value.split(".")
+    if len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels):
+        if not labels[-1].isdigit():
+            return None
+        return f"expected a DNS host name, not an IP address, got {_show(value)}"
+    return (
+        "expected a DNS host name (DNS labels of letters, digits or hyphens joined by dots; no "
+        f"wildcard), got {_show(value)}"
     )
 
 

@@ -1,6 +1,7 @@
 """The composition root: builds every component once, runs them in one TaskGroup, stops them in order.
 
-Start: store -> site -> managed broker (or the external one's address) -> ingest -> API -> READY=1.
+Start: store -> site -> CA and MQTTS files -> managed broker (or the external one's address) -> ingest
+-> API -> READY=1.
 Stop (SIGTERM/SIGINT): API stops accepting, ingest stops, the broker child is terminated, and the
 store drains its queue into a last transaction before both connections close. A component that
 crashes ends the TaskGroup, and the daemon exits non-zero so systemd restarts it.
@@ -13,6 +14,8 @@ import contextlib
 import logging
 import signal
 import socket
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.api.app import serve
@@ -21,9 +24,12 @@ from gateway.api.services import DeviceEndpoint, Services
 from gateway.config import Config, ConfigError, ExternalBrokerConfig
 from gateway.model import Device, MqttProtocol
 from gateway.mqtt import dynsec
+from gateway.mqtt.accounts import CertificateIssuer, DeviceAccounts
+from gateway.mqtt.authority import Authority, keep_fresh, server_names
 from gateway.mqtt.broker import BrokerFiles, ManagedBroker
 from gateway.mqtt.endpoint import BrokerAdmin, BrokerEndpoint
 from gateway.mqtt.ingest import Ingest
+from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
 from gateway.store.store import Store
 from gateway.systemd import notify
@@ -51,14 +57,29 @@ def primary_ipv4() -> str | None:
     return address
 
 
-def device_endpoint(config: Config) -> DeviceEndpoint:
+def device_endpoint(config: Config, *, mqtts: bool) -> DeviceEndpoint:
     """Where generated configs send devices: mqtt.advertised_host, else the primary LAN IPv4."""
     host = config.mqtt.advertised_host or primary_ipv4() or f"{config.mdns.hostname}.local"
     return DeviceEndpoint(
         mqtt_host=host,
         mqtt_port=config.mqtt.port,
+        mqtts_port=config.mqtt.tls_port if mqtts else None,
         time_sync=TimeSync(protocol=TIME_SYNC_PROTOCOL, host=host, port=TIME_SYNC_PORT),
     )
+
+
+async def open_authority(config: Config, store: Store) -> Authority:
+    """The CA with a current server certificate and CRL, ready before Mosquitto reads them."""
+    now = datetime.now(UTC)
+    authority = Authority.open(config.gateway.state_dir / "pki", now)
+    authority.ensure_server(certificate_names(config), now)
+    authority.write_crl(await store.revoked_certificates(now.timestamp()), now)
+    return authority
+
+
+def certificate_names(config: Config) -> ServerNames:
+    """What the MQTTS server certificate must cover right now."""
+    return server_names(config.mdns.hostname, config.mqtt.advertised_host, config.mqtt.tls_hostnames)
 
 
 def external_endpoint(external: ExternalBrokerConfig) -> BrokerEndpoint:
@@ -108,13 +129,17 @@ async def run(config: Config) -> None:
                 ]
 
             broker: ManagedBroker | None = None
+            authority: Authority | None = None
             if config.mqtt.mode == "managed":
+                if config.mqtt.tls_port != 0:
+                    authority = await open_authority(config, store)
                 broker = await stack.enter_async_context(
                     ManagedBroker(
                         config.mqtt,
                         BrokerFiles(state_dir / "broker"),
                         accounts,
                         on_restart=presence.reset_connections,
+                        tls=None if authority is None else authority.files,
                     )
                 )
                 endpoint = broker.endpoint
@@ -123,17 +148,31 @@ async def run(config: Config) -> None:
                 LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
             ingest = Ingest(endpoint, store, presence)
             ingest.register(await all_devices(store))
+            issuer = None
+            if broker is not None and authority is not None:
+                issuer = CertificateIssuer(authority=authority, reload=broker.reload)
             services = Services(
                 store=store,
                 presence=presence,
                 ingest=ingest,
-                admin=BrokerAdmin(endpoint),
-                device_endpoint=device_endpoint(config),
+                accounts=DeviceAccounts(store, BrokerAdmin(endpoint), issuer),
+                device_endpoint=device_endpoint(config, mqtts=issuer is not None),
                 broker_restarts=lambda: 0 if broker is None else broker.restarts,
             )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:
                     group.create_task(broker.supervise(), name="broker-supervisor")
+                if issuer is not None:
+                    group.create_task(
+                        keep_fresh(
+                            issuer.authority,
+                            names=lambda: certificate_names(config),
+                            revoked=store.revoked_certificates,
+                            reload=issuer.reload,
+                            clock=time.time,
+                        ),
+                        name="certificate-renewal",
+                    )
                 group.create_task(ingest.run(), name="ingest")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
     except* _StopRequested:
@@ -141,7 +180,7 @@ async def run(config: Config) -> None:
 
 
 async def _serve_until_stopped(services: Services, config: Config, stop: asyncio.Event) -> None:
-    async with serve(services, config.api.host, config.api.port):
+    async with serve(services, config.api):
         notify("READY=1")
         LOG.info("gateway ready")
         await stop.wait()

@@ -140,7 +140,7 @@ class GatewayProcess:
         """Everything the daemon printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def create_token(self, role: str = "OWNER") -> str:
+    def create_token(self, role: str = "INSTALLER") -> str:
         """`enapter-gateway token create`: the token is the last line of stdout."""
         result = subprocess.run(
             gateway_command(

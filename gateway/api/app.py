@@ -1,8 +1,10 @@
-"""The aiohttp application: routes, the auth and error middlewares, and serving it.
+"""The aiohttp application: the route table with each route's minimum role, the middlewares, serving.
 
 Every v3 device route is served under `/api/v3/devices/...` and `/api/v3/sites/{site_id}/devices/...`
 (the newest CLI and VS Code use the site-scoped form); the Assets API v1 under `/api/assets/v1` and at
 the root `/assets/v1` (the Go client drops the base path), see `enapter-http-api.md` §1.3, §10.
+Minimum roles follow §2 of that reference: every read for READONLY, device changes and credentials
+for OWNER, provisioning for INSTALLER (its §12 recommendation).
 """
 
 from __future__ import annotations
@@ -10,44 +12,82 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.api import assets_v1, metrics
-from gateway.api.auth import auth_middleware
-from gateway.api.render import error_middleware
+from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
+from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
 from gateway.api.v3 import devices, provisioning, sites
+from gateway.config import ApiConfig
+from gateway.model import Role
 
 LOG = logging.getLogger("gateway.api")
 
 
-def create_app(services: Services) -> web.Application:
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One route and the lowest role that may call it (None: no token needed)."""
+
+    method: str
+    path: str
+    handler: Handler
+    minimum_role: Role | None
+
+
+def endpoints() -> list[Endpoint]:
     """The whole HTTP surface of the gateway."""
+    table: list[Endpoint] = []
+    for prefix in ("/api/v3", "/api/v3/sites/{site_id}"):
+        table += [
+            Endpoint("GET", prefix + "/devices", devices.list_devices, Role.READONLY),
+            Endpoint("GET", prefix + "/devices/{device}", devices.get_device, Role.READONLY),
+            Endpoint("DELETE", prefix + "/devices/{device}", devices.delete_device, Role.OWNER),
+            Endpoint(
+                "POST", prefix + "/devices/{device}/generate_config", devices.generate_config, Role.OWNER
+            ),
+        ]
+    table += [
+        Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
+        Endpoint("GET", "/api/v3/sites", sites.list_sites, Role.READONLY),
+        Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
+        Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
+    ]
+    for prefix in ("/api/assets/v1", "/assets/v1"):
+        table += [
+            Endpoint("GET", prefix + "/devices", assets_v1.list_devices, Role.READONLY),
+            Endpoint("GET", prefix + "/devices/{device}", assets_v1.get_device, Role.READONLY),
+        ]
+    table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
+    return table
+
+
+def create_app(services: Services, api: ApiConfig) -> web.Application:
+    """The application serving `endpoints()` with auth, rate limits and the error envelope."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=1024**2)
     app[SERVICES] = services
-    for prefix in ("/api/v3", "/api/v3/sites/{site_id}"):
-        app.router.add_get(prefix + "/devices", devices.list_devices)
-        app.router.add_get(prefix + "/devices/{device}", devices.get_device)
-        app.router.add_post(prefix + "/devices/{device}/generate_config", devices.generate_config)
-    app.router.add_get("/api/v3/site", sites.get_site)
-    app.router.add_get("/api/v3/sites", sites.list_sites)
-    app.router.add_get("/api/v3/sites/{site_id}", sites.get_site)
-    app.router.add_post("/api/v3/provisioning/standalone", provisioning.standalone)
-    for prefix in ("/api/assets/v1", "/assets/v1"):
-        app.router.add_get(prefix + "/devices", assets_v1.list_devices)
-        app.router.add_get(prefix + "/devices/{device}", assets_v1.get_device)
-    app.router.add_get("/metrics", metrics.metrics)
+    access = Access(api.rate_limit)
+    for endpoint in endpoints():
+        route = app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+        access.minimum_roles[route] = endpoint.minimum_role
+        if endpoint.method == "GET":
+            # aiohttp's add_get also answers HEAD; keep HEAD under the same rule.
+            head = app.router.add_route("HEAD", endpoint.path, endpoint.handler)
+            access.minimum_roles[head] = endpoint.minimum_role
+    app[ACCESS] = access
+    app.on_response_prepare.append(rate_limit_headers)
     return app
 
 
 @contextlib.asynccontextmanager
-async def serve(services: Services, host: str, port: int) -> AsyncIterator[None]:
+async def serve(services: Services, api: ApiConfig) -> AsyncIterator[None]:
     """Serve the API until the context exits; then stop accepting and finish in-flight requests."""
-    runner = web.AppRunner(create_app(services), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(services, api), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        site = web.TCPSite(runner, api.host, api.port, shutdown_timeout=5.0)
         await site.start()
         bound = runner.addresses[0]
         LOG.info("API listening on http://%s:%s/api", bound[0], bound[1])

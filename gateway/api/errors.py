@@ -76,6 +76,16 @@ def unprocessable(message: str) -> ApiError:
     return ApiError(422, "unprocessable_entity", message)
 
 
+def too_many_requests(retry_after: int) -> ApiError:
+    """429: over a rate limit; `Retry-After` says when to come back."""
+    return ApiError(
+        429,
+        "too_many_requests",
+        f"Too many requests; try again in {retry_after} s.",
+        {"retry_after": retry_after},
+    )
+
+
 def unavailable(message: str) -> ApiError:
     """503: a component the request needs (the broker) is down; retrying later may work."""
     return ApiError(503, "service_unavailable", message)

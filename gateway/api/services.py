@@ -1,4 +1,4 @@
-"""What the HTTP handlers may use: the store, live presence, ingest, the broker's admin channel.
+"""What the HTTP handlers may use: the store, live presence, ingest, device accounts.
 
 Built once in `gateway.runtime` and attached to the aiohttp application.
 """
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.api.dto import DeviceView, TimeSync
 from gateway.model import Connectivity, Device, DeviceType
-from gateway.mqtt.endpoint import BrokerAdmin
+from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.ingest import Ingest
 from gateway.presence import Presence
 from gateway.store.store import Store
@@ -25,6 +25,8 @@ class DeviceEndpoint:
 
     mqtt_host: str
     mqtt_port: int
+    # None when this gateway does not issue client certificates.
+    mqtts_port: int | None
     time_sync: TimeSync
 
 
@@ -33,7 +35,7 @@ class Services:
     store: Store
     presence: Presence
     ingest: Ingest
-    admin: BrokerAdmin
+    accounts: DeviceAccounts
     device_endpoint: DeviceEndpoint
     broker_restarts: Callable[[], int]
     clock: Callable[[], float] = field(default=time.time)

@@ -30,6 +30,8 @@ LOG = logging.getLogger("gateway.broker")
 
 START_DEADLINE_S = 10.0
 STOP_DEADLINE_S = 5.0
+RELOAD_DEADLINE_S = 5.0
+RELOADED_LINE = "Reloading config."
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 30.0
 # A child that ran this long before dying counts as healthy: the backoff starts over.
@@ -95,7 +97,19 @@ def find_dynsec_plugin(configured: str) -> Path:
     raise BrokerUnavailableError(f"mosquitto's dynamic-security plugin was not found; {INSTALL_HINT}")
 
 
-def render_config(mqtt: MqttConfig, files: BrokerFiles, plugin: Path, user: str) -> str:
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """What the MQTTS listener is configured with (written by `gateway.mqtt.authority`)."""
+
+    ca_certificate: Path
+    server_certificate: Path
+    server_key: Path
+    crl: Path
+
+
+def render_config(
+    mqtt: MqttConfig, files: BrokerFiles, plugin: Path, user: str, tls: TlsFiles | None = None
+) -> str:
     """mosquitto.conf for the managed broker (pure)."""
     lines = [
         "# Written by enapter-gateway at every start; edits are overwritten.",
@@ -112,6 +126,8 @@ def render_config(mqtt: MqttConfig, files: BrokerFiles, plugin: Path, user: str)
         "log_type error",
         "log_type warning",
         "log_type notice",
+        # Includes "Reloading config.", which tells `reload()` that SIGHUP was acted on.
+        "log_type information",
         "log_timestamp false",
         # The daemon's subscription must not be the one that overflows first (mosquitto drops,
         # it does not push back: perf-baselines.md §1a).
@@ -122,6 +138,18 @@ def render_config(mqtt: MqttConfig, files: BrokerFiles, plugin: Path, user: str)
         f"listener 0 {files.socket}",
         f"listener {mqtt.port} {mqtt.bind}",
     ]
+    if tls is not None and mqtt.tls_port != 0:
+        # Client certificates signed by the gateway's CA only; the CN is the dynsec username, so
+        # the device's own role applies. SIGHUP re-reads the CRL and the server certificate.
+        lines += [
+            f"listener {mqtt.tls_port} {mqtt.bind}",
+            f"cafile {tls.ca_certificate}",
+            f"certfile {tls.server_certificate}",
+            f"keyfile {tls.server_key}",
+            f"crlfile {tls.crl}",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -141,9 +169,13 @@ class ManagedBroker:
         files: BrokerFiles,
         accounts: Callable[[], Awaitable[Sequence[dynsec.DeviceAccount]]],
         on_restart: Callable[[], None],
+        tls: TlsFiles | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._files = files
+        self._tls = tls
+        self._reloaded = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._accounts = accounts
         self._on_restart = on_restart
         self._admin_password = secrets.token_urlsafe(32)
@@ -211,7 +243,7 @@ class ManagedBroker:
         _write_private(self._files.dynsec, dynsec.render_file(admin, await self._accounts()))
         _write_private(
             self._files.config,
-            render_config(self._mqtt, self._files, self._plugin, getpass.getuser()),
+            render_config(self._mqtt, self._files, self._plugin, getpass.getuser(), self._tls),
         )
         with contextlib.suppress(FileNotFoundError):
             self._files.socket.unlink()
@@ -227,7 +259,9 @@ class ManagedBroker:
         )
         self._process = process
         recent: list[str] = []
-        self._stderr_task = asyncio.create_task(_forward_stderr(process, recent), name="mosquitto-stderr")
+        self._stderr_task = asyncio.create_task(
+            _forward_stderr(process, recent, self._reloaded), name="mosquitto-stderr"
+        )
         try:
             await _wait_until_listening(process, self._files.socket)
         except BrokerUnavailableError as exc:
@@ -236,6 +270,25 @@ class ManagedBroker:
             raise BrokerUnavailableError(f"{exc}: {details}" if details else str(exc)) from None
         self.running.set()
         LOG.info("mosquitto %s started (pid %s)", self._files.config, process.pid)
+
+    async def reload(self) -> None:
+        """Make Mosquitto re-read its CRL and server certificate (SIGHUP) and wait until it has.
+
+        Connected clients stay connected. Mosquitto handles the signal in its single-threaded main
+        loop before anything sent to it afterwards, so once it logs the reload, a control command
+        that follows runs against the new CRL. BrokerUnavailableError if it is down or silent.
+        """
+        async with self._reload_lock:
+            process = self._process
+            if process is None or process.returncode is not None:
+                raise BrokerUnavailableError("mosquitto is not running")
+            self._reloaded.clear()
+            process.send_signal(signal.SIGHUP)
+            try:
+                async with asyncio.timeout(RELOAD_DEADLINE_S):
+                    await self._reloaded.wait()
+            except TimeoutError:
+                raise BrokerUnavailableError("mosquitto did not confirm the reload in time") from None
 
     async def _stop(self) -> None:
         process, self._process = self._process, None
@@ -279,11 +332,15 @@ async def _wait_until_listening(process: asyncio.subprocess.Process, socket: Pat
         raise BrokerUnavailableError("mosquitto did not open its admin socket in time") from None
 
 
-async def _forward_stderr(process: asyncio.subprocess.Process, recent: list[str]) -> None:
+async def _forward_stderr(
+    process: asyncio.subprocess.Process, recent: list[str], reloaded: asyncio.Event
+) -> None:
     """Mosquitto's own log goes to ours; errors and warnings at their level, the rest at debug."""
     assert process.stderr is not None
     async for raw in process.stderr:
         line = raw.decode(errors="replace").rstrip()
+        if line == RELOADED_LINE:
+            reloaded.set()
         recent.append(line)
         del recent[:-20]
         if line.startswith(("Error", "error")):

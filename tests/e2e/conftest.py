@@ -24,6 +24,6 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture
-def owner_token(gateway: GatewayProcess) -> str:
-    """An OWNER token made with the CLI while the daemon runs."""
-    return gateway.create_token("OWNER")
+def installer_token(gateway: GatewayProcess) -> str:
+    """An INSTALLER token (provisioning needs it) made with the CLI while the daemon runs."""
+    return gateway.create_token("INSTALLER")

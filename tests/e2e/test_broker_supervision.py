@@ -29,9 +29,9 @@ def broker_pid(gateway: GatewayProcess) -> int:
 
 
 async def test_killed_broker_is_restarted_and_devices_reconnect(
-    gateway: GatewayProcess, owner_token: str
+    gateway: GatewayProcess, installer_token: str
 ) -> None:
-    api = enapter.http.api.Config(base_url=gateway.base_url, token=owner_token)
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=installer_token)
     async with enapter.http.api.Client(config=api) as client:
         device = await client.devices.create_standalone(name="Survivor")
         config = await client.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)

@@ -46,9 +46,9 @@ async def properties_of(gateway: GatewayProcess, token: str, device_id: str) -> 
     return properties
 
 
-async def test_a_device_cannot_publish_as_another(gateway: GatewayProcess, owner_token: str) -> None:
-    a = await provision(gateway, owner_token, "Device A")
-    b = await provision(gateway, owner_token, "Device B")
+async def test_a_device_cannot_publish_as_another(gateway: GatewayProcess, installer_token: str) -> None:
+    a = await provision(gateway, installer_token, "Device A")
+    b = await provision(gateway, installer_token, "Device B")
     a_id, a_hw, a_password, b_id, b_hw = a.device_id, a.hardware_id, a.password, b.device_id, b.hardware_id
     async with device_client(gateway, a_hw, a_password) as client:
         await client.publish(f"v1/from/{b_hw}/s/v1/register", json.dumps({"spoofed": True}))
@@ -56,19 +56,19 @@ async def test_a_device_cannot_publish_as_another(gateway: GatewayProcess, owner
         await client.publish(f"v1/from/{a_hw}/s/v1/register", json.dumps({"genuine": True}))
 
     async def a_stored() -> bool:
-        return await properties_of(gateway, owner_token, a_id) == {"genuine": True}
+        return await properties_of(gateway, installer_token, a_id) == {"genuine": True}
 
     await eventually(a_stored, 10)
-    assert await properties_of(gateway, owner_token, b_id) == {}
+    assert await properties_of(gateway, installer_token, b_id) == {}
     # The broker dropped it: the daemon never even received it.
     assert gateway.metrics()["gateway_mqtt_messages_received_total"] == 1
 
 
 async def test_a_device_cannot_subscribe_to_another_devices_commands(
-    gateway: GatewayProcess, owner_token: str
+    gateway: GatewayProcess, installer_token: str
 ) -> None:
-    a = await provision(gateway, owner_token, "Device A")
-    b = await provision(gateway, owner_token, "Device B")
+    a = await provision(gateway, installer_token, "Device A")
+    b = await provision(gateway, installer_token, "Device B")
     async with device_client(gateway, a.hardware_id, a.password) as client:
         (own,) = await client.subscribe(f"v1/to/{a.hardware_id}/s/v1/command/requests")
         (foreign,) = await client.subscribe(f"v1/to/{b.hardware_id}/s/v1/command/requests")
@@ -79,8 +79,10 @@ async def test_a_device_cannot_subscribe_to_another_devices_commands(
     assert foreign.is_failure
 
 
-async def test_wrong_password_and_anonymous_are_refused(gateway: GatewayProcess, owner_token: str) -> None:
-    hardware_id = (await provision(gateway, owner_token, "Device A")).hardware_id
+async def test_wrong_password_and_anonymous_are_refused(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    hardware_id = (await provision(gateway, installer_token, "Device A")).hardware_id
     for username, password in ((hardware_id, "wrong"), (None, None)):
         client = aiomqtt.Client(
             "127.0.0.1", gateway.mqtt_port, username=username, password=password, timeout=5
@@ -90,15 +92,15 @@ async def test_wrong_password_and_anonymous_are_refused(gateway: GatewayProcess,
 
 
 async def test_regenerating_the_config_revokes_the_old_password(
-    gateway: GatewayProcess, owner_token: str
+    gateway: GatewayProcess, installer_token: str
 ) -> None:
-    provisioned = await provision(gateway, owner_token, "Device A")
+    provisioned = await provision(gateway, installer_token, "Device A")
     device_id, hardware_id, old_password = (
         provisioned.device_id,
         provisioned.hardware_id,
         provisioned.password,
     )
-    api = enapter.http.api.Config(base_url=gateway.base_url, token=owner_token)
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=installer_token)
     async with device_client(gateway, hardware_id, old_password) as connected:
         async with enapter.http.api.Client(config=api) as client:
             await client.devices.generate_communication_config(device_id, MQTTProtocol.MQTT)
@@ -110,9 +112,9 @@ async def test_regenerating_the_config_revokes_the_old_password(
 
 
 async def test_malformed_payloads_are_counted_and_ingest_goes_on(
-    gateway: GatewayProcess, owner_token: str
+    gateway: GatewayProcess, installer_token: str
 ) -> None:
-    sloppy = await provision(gateway, owner_token, "Sloppy")
+    sloppy = await provision(gateway, installer_token, "Sloppy")
     device_id, hardware_id, password = sloppy.device_id, sloppy.hardware_id, sloppy.password
     topic = f"v1/from/{hardware_id}/s/v1"
     async with device_client(gateway, hardware_id, password) as device:
@@ -126,7 +128,7 @@ async def test_malformed_payloads_are_counted_and_ingest_goes_on(
         await device.publish(f"{topic}/register", json.dumps({"timestamp": 1, "after": "garbage"}))
 
     async def stored() -> bool:
-        return await properties_of(gateway, owner_token, device_id) == {"after": "garbage"}
+        return await properties_of(gateway, installer_token, device_id) == {"after": "garbage"}
 
     await eventually(stored, 10)
     dropped = {

@@ -59,7 +59,7 @@ def test_token_create_works_without_the_daemon_and_stores_only_a_hash(tmp_path: 
     assert (database.stat().st_mode & 0o077) == 0
 
 
-def test_requests_without_or_with_a_bad_token(gateway: GatewayProcess, owner_token: str) -> None:
+def test_requests_without_or_with_a_bad_token(gateway: GatewayProcess, installer_token: str) -> None:
     url = f"{gateway.base_url}/v3/devices"
     missing = httpx.get(url, timeout=5)
     assert missing.status_code == 401
@@ -69,7 +69,7 @@ def test_requests_without_or_with_a_bad_token(gateway: GatewayProcess, owner_tok
     assert bad.json()["errors"][0]["message"] == "Authentication token is invalid."
     unknown = httpx.get(
         f"{gateway.base_url}/v3/devices/no-such-device",
-        headers={"X-Enapter-Auth-Token": owner_token},
+        headers={"X-Enapter-Auth-Token": installer_token},
         timeout=5,
     )
     assert unknown.status_code == 404
@@ -85,8 +85,8 @@ def test_requests_without_or_with_a_bad_token(gateway: GatewayProcess, owner_tok
     assert denied.status_code == 403
 
 
-def test_mqtts_is_refused_clearly_until_it_exists(gateway: GatewayProcess, owner_token: str) -> None:
-    headers = {"X-Enapter-Auth-Token": owner_token}
+def test_mqtts_is_refused_clearly_until_it_exists(gateway: GatewayProcess, installer_token: str) -> None:
+    headers = {"X-Enapter-Auth-Token": installer_token}
     created = httpx.post(
         f"{gateway.base_url}/v3/provisioning/standalone",
         json={"name": "tls"},

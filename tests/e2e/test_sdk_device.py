@@ -53,8 +53,10 @@ def stop_peer(peer: subprocess.Popen[bytes]) -> str:
     return stderr.decode(errors="replace")
 
 
-async def test_sdk_device_appears_online_with_properties(gateway: GatewayProcess, owner_token: str) -> None:
-    api = enapter.http.api.Config(base_url=gateway.base_url, token=owner_token)
+async def test_sdk_device_appears_online_with_properties(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=installer_token)
     async with enapter.http.api.Client(config=api) as client:
         site = await client.sites.get(None)
         assert site.name == "Test Site"
@@ -103,7 +105,7 @@ async def test_sdk_device_appears_online_with_properties(gateway: GatewayProcess
                 response = await http.get(
                     f"{gateway.base_url}/assets/v1/devices",
                     params={"expand": "connectivity,properties"},
-                    headers={"X-Enapter-Auth-Token": owner_token},
+                    headers={"X-Enapter-Auth-Token": installer_token},
                 )
             assets = response.json()
             asset = {item["device_id"]: item for item in assets["devices"]}[device.id]

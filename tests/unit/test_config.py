@@ -20,6 +20,7 @@ from gateway.config import (
     GatewayConfig,
     MdnsConfig,
     MqttConfig,
+    RateLimitConfig,
     default_config,
     load,
     parse,
@@ -43,12 +44,17 @@ def problems_of(data: dict[str, object]) -> tuple[str, ...]:
 def test_defaults() -> None:
     assert default_config(base_dir=BASE) == Config(
         gateway=GatewayConfig(state_dir=BASE / ".state", site_name="Gateway Site", timezone="UTC"),
-        api=ApiConfig(host="0.0.0.0", port=8080),
+        api=ApiConfig(
+            host="0.0.0.0",
+            port=8080,
+            rate_limit=RateLimitConfig(window=60.0, requests=1200, anonymous_requests=120, auth_failures=20),
+        ),
         mqtt=MqttConfig(
             mode="managed",
             bind="0.0.0.0",
             port=1883,
             tls_port=8883,
+            tls_hostnames=(),
             advertised_host="",
             online_window=90.0,
             mosquitto="mosquitto",
@@ -70,6 +76,7 @@ def test_example_sets_every_key() -> None:
     sections: dict[tuple[str, ...], type[Any]] = {
         ("gateway",): GatewayConfig,
         ("api",): ApiConfig,
+        ("api", "rate_limit"): RateLimitConfig,
         ("mqtt",): MqttConfig,
         ("mqtt", "external"): ExternalBrokerConfig,
         ("mdns",): MdnsConfig,
@@ -87,7 +94,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 20  # every key of every section
+    assert len(assignments) == 25  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -97,7 +104,12 @@ def test_example_documents_each_default_above_its_key() -> None:
 
 
 def test_empty_sections_are_defaults() -> None:
-    data: dict[str, object] = {"gateway": {}, "api": {}, "mqtt": {"external": {}}, "mdns": {}}
+    data: dict[str, object] = {
+        "gateway": {},
+        "api": {"rate_limit": {}},
+        "mqtt": {"external": {}},
+        "mdns": {},
+    }
     assert parse(data, base_dir=BASE) == default_config(base_dir=BASE)
 
 
@@ -109,12 +121,22 @@ def test_every_key_set() -> None:
                 "site_name": "Plant",
                 "timezone": "Europe/Berlin",
             },
-            "api": {"host": "127.0.0.1", "port": 80},
+            "api": {
+                "host": "127.0.0.1",
+                "port": 80,
+                "rate_limit": {
+                    "window": 1,
+                    "requests": 0,
+                    "anonymous_requests": 5,
+                    "auth_failures": 3,
+                },
+            },
             "mqtt": {
                 "mode": "external",
                 "bind": "192.168.1.2",
                 "port": 11883,
                 "tls_port": 0,
+                "tls_hostnames": ["Gateway.Example.LAN", "gw-2", "mqtt.plant-7.internal"],
                 "advertised_host": "gw.lan",
                 "online_window": 30,
                 "mosquitto": "/usr/sbin/mosquitto",
@@ -133,12 +155,18 @@ def test_every_key_set() -> None:
     assert config.gateway == GatewayConfig(
         state_dir=Path("/var/lib/enapter-gateway"), site_name="Plant", timezone="Europe/Berlin"
     )
-    assert config.api == ApiConfig(host="127.0.0.1", port=80)
+    assert config.api == ApiConfig(
+        host="127.0.0.1",
+        port=80,
+        rate_limit=RateLimitConfig(window=1.0, requests=0, anonymous_requests=5, auth_failures=3),
+    )
+    assert isinstance(config.api.rate_limit.window, float)
     assert config.mqtt == MqttConfig(
         mode="external",
         bind="192.168.1.2",
         port=11883,
         tls_port=0,
+        tls_hostnames=("gateway.example.lan", "gw-2", "mqtt.plant-7.internal"),
         advertised_host="gw.lan",
         online_window=30.0,
         mosquitto="/usr/sbin/mosquitto",
@@ -297,6 +325,48 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
             {"mdns": {"interfaces": ["eth0", "eth0"]}},
             'mdns.interfaces[1]: duplicate interface "eth0"',
         ),
+        (
+            {"api": {"rate_limit": {"requests": -1}}},
+            "api.rate_limit.requests: expected an integer >= 0 (0 = unlimited), got -1",
+        ),
+        (
+            {"api": {"rate_limit": {"requests": 10.0}}},
+            "api.rate_limit.requests: expected an integer >= 0 (0 = unlimited), got 10.0",
+        ),
+        (
+            {"api": {"rate_limit": {"anonymous_requests": True}}},
+            "api.rate_limit.anonymous_requests: expected an integer >= 0 (0 = unlimited), got true",
+        ),
+        (
+            {"api": {"rate_limit": {"auth_failures": "20"}}},
+            'api.rate_limit.auth_failures: expected an integer >= 0 (0 = unlimited), got "20"',
+        ),
+        (
+            {"api": {"rate_limit": {"window": 0}}},
+            "api.rate_limit.window: expected a number of seconds > 0, got 0",
+        ),
+        (
+            {"api": {"rate_limit": {"window": float("nan")}}},
+            "api.rate_limit.window: expected a number of seconds > 0, got nan",
+        ),
+        (
+            {"mqtt": {"tls_hostnames": "gw.lan"}},
+            'mqtt.tls_hostnames: expected an array of DNS host names, got "gw.lan"',
+        ),
+        ({"mqtt": {"tls_hostnames": ["gw.lan", 3]}}, "mqtt.tls_hostnames[1]: expected a string, got 3"),
+        (
+            {"mqtt": {"tls_hostnames": ["gw.lan", "GW.LAN"]}},
+            'mqtt.tls_hostnames[1]: duplicate host name "GW.LAN"',
+        ),
+        (
+            {"mqtt": {"tls_hostnames": ["gw.lan", "10.0.0.2"]}},
+            'mqtt.tls_hostnames[1]: expected a DNS host name, not an IP address, got "10.0.0.2"',
+        ),
+        (
+            {"mqtt": {"tls_hostnames": ["*.lan"]}},
+            "mqtt.tls_hostnames[0]: expected a DNS host name (DNS labels of letters, digits or "
+            'hyphens joined by dots; no wildcard), got "*.lan"',
+        ),
         ({"mqtt": {"port": 8080}}, "mqtt.port: 8080 is already api.port"),
         ({"mqtt": {"tls_port": 8080}}, "mqtt.tls_port: 8080 is already api.port"),
         ({"mqtt": {"tls_port": 1883}}, "mqtt.tls_port: 1883 is already mqtt.port"),
@@ -305,6 +375,49 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
 )
 def test_bad_value_is_named_by_its_path(data: dict[str, object], expected: str) -> None:
     assert problems_of(data) == (expected,)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        ([], ()),
+        (["localhost"], ("localhost",)),
+        (["b.lan", "A.lan", "gw"], ("b.lan", "a.lan", "gw")),  # lower-cased, order kept
+        (["0gw.10.lan", "x-1.example"], ("0gw.10.lan", "x-1.example")),  # digits, but not an address
+        (["a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61], None),  # 253 characters
+    ],
+)
+def test_good_tls_hostnames(names: list[str], expected: tuple[str, ...] | None) -> None:
+    mqtt = parse({"mqtt": {"tls_hostnames": names}}, base_dir=BASE).mqtt
+    assert mqtt.tls_hostnames == (expected if expected is not None else tuple(names))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "gw.",
+        ".gw",
+        "gw..lan",
+        "-gw.lan",
+        "gw-.lan",
+        "gw_1.lan",
+        "gät.lan",
+        "gw lan",
+        "gw.lan\n",
+        "*.example.lan",
+        "x" * 64 + ".lan",
+        "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62,  # 254 characters
+        "::1",
+        "[fe80::1]",
+        "192.168.1.2",
+        "10.2",
+        "gw.lan:8883",
+    ],
+)
+def test_bad_tls_hostnames(name: str) -> None:
+    (problem,) = problems_of({"mqtt": {"tls_hostnames": ["ok.lan", name]}})
+    assert problem.startswith("mqtt.tls_hostnames[1]: expected a DNS host name")
 
 
 @pytest.mark.parametrize("label", ["a", "gw-1", "X" * 63, "0gateway"])
@@ -344,10 +457,11 @@ def test_unknown_keys_and_sections() -> None:
             "mqtt": {"prot": 1883, "external": {"pasword_file": "x"}},
             "metrics": {"enabled": True},
             "debug": True,
-            "api": {"bind": "::", "a.b": 1},
+            "api": {"bind": "::", "a.b": 1, "rate_limit": {"request": 5}},
         }
     )
     assert set(problems) == {
+        'api.rate_limit.request: unknown key (did you mean "requests"?)',
         'mqtt.prot: unknown key (did you mean "port"?)',
         'mqtt.external.pasword_file: unknown key (did you mean "password_file"?)',
         "metrics: unknown section",
@@ -368,6 +482,16 @@ def test_external_section_that_is_not_a_table() -> None:
     )
 
 
+def test_rate_limit_section_that_is_not_a_table() -> None:
+    assert problems_of({"api": {"rate_limit": 100}}) == ("api.rate_limit: expected a table, got 100",)
+
+
+def test_rate_limit_zero_means_unlimited_and_is_accepted() -> None:
+    limits = {"requests": 0, "anonymous_requests": 0, "auth_failures": 0}
+    rate_limit = parse({"api": {"rate_limit": limits}}, base_dir=BASE).api.rate_limit
+    assert rate_limit == RateLimitConfig(window=60.0, requests=0, anonymous_requests=0, auth_failures=0)
+
+
 # --- Several problems at once -------------------------------------------------------------------
 
 
@@ -376,7 +500,13 @@ def test_every_problem_is_reported_at_once() -> None:
         {
             "gateway": {"timezone": "Nowhere", "state_dir": 3},
             "api": "8080",
-            "mqtt": {"port": "abc", "online_window": 0, "mode": "external", "colour": "red"},
+            "mqtt": {
+                "port": "abc",
+                "tls_hostnames": ["ok", "1.2.3.4"],
+                "online_window": 0,
+                "mode": "external",
+                "colour": "red",
+            },
             "mdns": {"enabled": "yes", "interfaces": [1, 2]},
             "extra": {},
         }
@@ -386,6 +516,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "gateway.timezone",
         "api",
         "mqtt.port",
+        "mqtt.tls_hostnames[1]",
         "mqtt.online_window",
         "mqtt.external.username",
         "mqtt.colour",
@@ -469,6 +600,12 @@ KNOWN_KEYS = [
     "enabled",
     "hostname",
     "interfaces",
+    "rate_limit",
+    "window",
+    "requests",
+    "anonymous_requests",
+    "auth_failures",
+    "tls_hostnames",
 ]
 SECTIONS = ["gateway", "api", "mqtt", "mdns"]
 
@@ -478,7 +615,7 @@ json_values = st.recursive(
     | st.integers()
     | st.floats()
     | st.text(max_size=10)
-    | st.sampled_from(["managed", "external", "UTC", "eth0", "", "~", "a/b"]),
+    | st.sampled_from(["managed", "external", "UTC", "eth0", "", "~", "a/b", "gw.lan", "GW.lan", "10.0.0.1"]),
     lambda children: (
         st.lists(children, max_size=3)
         | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=5), children, max_size=3)
@@ -501,6 +638,12 @@ def test_any_document_gives_a_config_or_a_config_error(data: dict[str, object]) 
         assert config.gateway.state_dir.is_absolute()
         assert 1 <= config.api.port <= 65535
         assert config.mqtt.online_window > 0
+        rate_limit = config.api.rate_limit
+        assert rate_limit.window > 0
+        assert min(rate_limit.requests, rate_limit.anonymous_requests, rate_limit.auth_failures) >= 0
+        names = config.mqtt.tls_hostnames
+        assert len(set(names)) == len(names)
+        assert all(name == name.lower() and not name.split(".")[-1].isdigit() for name in names)
         return
     assert problems
     for problem in problems:
@@ -534,3 +677,21 @@ def test_valid_mqtt_values_are_kept(mqtt: dict[str, object], api_port: int) -> N
     assert config.api.port == api_port
     for key, value in mqtt.items():
         assert getattr(config.mqtt, key) == value
+
+
+rate_limit_tables = st.fixed_dictionaries(
+    {},
+    optional={
+        "window": st.floats(min_value=0.001, max_value=1e6) | st.integers(1, 10**6),
+        "requests": st.integers(0, 2**63 - 1),
+        "anonymous_requests": st.integers(0, 10**6),
+        "auth_failures": st.integers(0, 10**6),
+    },
+)
+
+
+@given(rate_limit_tables)
+def test_valid_rate_limit_values_are_kept(rate_limit: dict[str, object]) -> None:
+    config = parse({"api": {"rate_limit": rate_limit}}, base_dir=BASE).api.rate_limit
+    for key, value in rate_limit.items():
+        assert getattr(config, key) == value

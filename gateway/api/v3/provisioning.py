@@ -7,10 +7,9 @@ import secrets
 from aiohttp import web
 
 from gateway.api import errors, lookup, params
-from gateway.api.auth import require
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import CommunicationType, DeviceType, Role
+from gateway.model import CommunicationType, DeviceType
 from gateway.store.store import SlugTakenError
 
 # Standalone devices: hardware id `S` + 32 upper-case hex, channel `s` (enapter-device-protocol.md §1.2).
@@ -24,7 +23,6 @@ def standalone_hardware_id() -> str:
 
 async def standalone(request: web.Request) -> web.Response:
     """POST /v3/provisioning/standalone {name, slug?, site_id?} -> {"device_id"}."""
-    require(request, Role.OWNER)
     body = params.json_object(await request.read())
     name = params.optional_string(body, "name")
     if name is None:
