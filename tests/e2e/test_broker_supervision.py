@@ -11,8 +11,8 @@ from pathlib import Path
 import enapter
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
-from tests.e2e.test_sdk_device import start_peer, stop_peer
 from tests.gateway_process import GatewayProcess, eventually
+from tests.peers.process import start_peer, stop_peer
 
 # The SDK retries a lost connection every 5 s; the supervisor restarts within its first backoff.
 RECOVERY_S = 25.0

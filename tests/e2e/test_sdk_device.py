@@ -10,47 +10,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import subprocess
-import sys
 
 import enapter
 import httpx
 from enapter.http.api.devices import DeviceConnectivityStatus, DeviceType, MQTTProtocol
 
-from tests.gateway_process import REPO, GatewayProcess, eventually
+from tests.gateway_process import GatewayProcess, eventually
+from tests.peers.process import start_peer, stop_peer
 from tests.peers.sdk_device import PROPERTIES
 
 ONLINE_TIMEOUT_S = 20.0
-
-
-def start_peer(blob: str) -> subprocess.Popen[bytes]:
-    """The SDK peer device, configured the documented way (ENAPTER_STANDALONE_COMMUNICATION_CONFIG)."""
-    env = {
-        **os.environ,
-        "ENAPTER_STANDALONE_COMMUNICATION_CONFIG": blob,
-        "ENAPTER_LOG_LEVEL": "info",
-        "PYTHONPATH": str(REPO),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.sdk_device"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop_peer(peer: subprocess.Popen[bytes]) -> str:
-    """Stop the peer; returns what it logged."""
-    if peer.poll() is None:
-        peer.terminate()
-    try:
-        _, stderr = peer.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        peer.kill()
-        _, stderr = peer.communicate()
-    return stderr.decode(errors="replace")
 
 
 async def test_sdk_device_appears_online_with_properties(
