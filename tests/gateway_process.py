@@ -140,17 +140,19 @@ class GatewayProcess:
         """Everything the daemon printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def create_token(self, role: str = "INSTALLER") -> str:
+    def cli_environment(self) -> dict[str, str]:
+        """The environment for running the CLI from this checkout."""
+        return {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def create_token(self, role: str = "INSTALLER", name: str = "tests") -> str:
         """`enapter-gateway token create`: the token is the last line of stdout."""
         result = subprocess.run(
-            gateway_command(
-                "token", "create", "--role", role, "--name", "tests", "--config", str(self.config)
-            ),
+            gateway_command("token", "create", "--role", role, "--name", name, "--config", str(self.config)),
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env=self.cli_environment(),
         )
         return result.stdout.strip().splitlines()[-1]
 

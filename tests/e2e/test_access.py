@@ -1,0 +1,191 @@
+"""Who may call what, over HTTP against the running daemon: every route, every role, and rate limits.
+
+The expected minimum roles are written out here from `enapter-http-api.md` §2 rather than read from
+the code, and the route table must match this list exactly: a new endpoint fails this test until
+someone decides who may call it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.api.app import endpoints
+from gateway.model import Role
+from tests.gateway_process import GatewayProcess, gateway_command, write_config
+
+READ, OWNER, INSTALLER = Role.READONLY, Role.OWNER, Role.INSTALLER
+DEVICES = "/api/v3/devices"
+SITE_DEVICES = "/api/v3/sites/{site_id}/devices"
+
+EXPECTED: dict[tuple[str, str], Role | None] = {
+    ("GET", DEVICES): READ,
+    ("GET", DEVICES + "/{device}"): READ,
+    ("DELETE", DEVICES + "/{device}"): OWNER,
+    ("POST", DEVICES + "/{device}/generate_config"): OWNER,
+    ("GET", SITE_DEVICES): READ,
+    ("GET", SITE_DEVICES + "/{device}"): READ,
+    ("DELETE", SITE_DEVICES + "/{device}"): OWNER,
+    ("POST", SITE_DEVICES + "/{device}/generate_config"): OWNER,
+    ("GET", "/api/v3/site"): READ,
+    ("GET", "/api/v3/sites"): READ,
+    ("GET", "/api/v3/sites/{site_id}"): READ,
+    ("POST", "/api/v3/provisioning/standalone"): INSTALLER,
+    ("GET", "/api/assets/v1/devices"): READ,
+    ("GET", "/api/assets/v1/devices/{device}"): READ,
+    ("GET", "/assets/v1/devices"): READ,
+    ("GET", "/assets/v1/devices/{device}"): READ,
+    ("GET", "/metrics"): None,
+}
+ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)
+
+
+def start_gateway(tmp_path: Path, rate_limit: dict[str, object]) -> GatewayProcess:
+    config, api_port, mqtt_port = write_config(tmp_path, {"api.rate_limit": rate_limit})
+    gateway = GatewayProcess(tmp_path, config, api_port, mqtt_port)
+    gateway.start()
+    return gateway
+
+
+@pytest.fixture
+def unlimited(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gateway = start_gateway(tmp_path, {"requests": 0, "anonymous_requests": 0, "auth_failures": 0})
+    try:
+        yield gateway
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+
+
+def revoke(gateway: GatewayProcess, token_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gateway_command("token", "revoke", token_id, "--config", str(gateway.config)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=gateway.cli_environment(),
+    )
+
+
+def token_ids(gateway: GatewayProcess) -> dict[str, str]:
+    """`token list` as {token name: id}."""
+    listing = subprocess.run(
+        gateway_command("token", "list", "--config", str(gateway.config)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env=gateway.cli_environment(),
+    ).stdout
+    rows = [line.split() for line in listing.splitlines()[1:]]
+    return {row[-1]: row[0] for row in rows}
+
+
+def test_the_route_table_is_the_expected_one() -> None:
+    assert {(endpoint.method, endpoint.path): endpoint.minimum_role for endpoint in endpoints()} == EXPECTED
+
+
+def test_every_route_for_no_token_a_revoked_token_and_each_role(unlimited: GatewayProcess) -> None:
+    gateway = unlimited
+    tokens = {role: gateway.create_token(role.value, name=role.value) for role in ROLES}
+    revoked = gateway.create_token("VENDOR", name="revoked")
+    assert revoke(gateway, token_ids(gateway)["revoked"]).returncode == 0
+    base = f"http://127.0.0.1:{gateway.api_port}"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        auth = {"X-Enapter-Auth-Token": tokens[READ]}
+        site_id = http.get("/api/v3/site", headers=auth).json()["site"]["id"]
+        listed = http.get(DEVICES, headers=auth).json()["devices"]
+        # Requests that pass the role check touch only the gateway's own device, which can be
+        # neither deleted nor given MQTT credentials: the table runs without side effects.
+        (own,) = [device["id"] for device in listed if device["type"] == "GATEWAY"]
+
+        def call(method: str, path: str, token: str | None) -> httpx.Response:
+            url = path.replace("{site_id}", site_id).replace("{device}", own)
+            headers = {} if token is None else {"X-Enapter-Auth-Token": token}
+            body = b"{}" if method == "POST" else None
+            return http.request(method, url, headers=headers, content=body)
+
+        for (method, path), minimum in EXPECTED.items():
+            where = f"{method} {path}"
+            anonymous = call(method, path, None)
+            if minimum is None:
+                assert anonymous.status_code == 200, where
+                continue
+            assert anonymous.status_code == 401, where
+            assert anonymous.json()["errors"][0]["code"] == "missing_header", where
+            refused = call(method, path, revoked)
+            assert refused.status_code == 403, where
+            assert refused.json()["errors"][0]["code"] == "invalid_header", where
+            for role, token in tokens.items():
+                response = call(method, path, token)
+                if role.at_least(minimum):
+                    assert response.status_code not in (401, 403, 429), (where, role, response.text)
+                    assert response.status_code < 500, (where, role, response.text)
+                else:
+                    assert response.status_code == 403, (where, role)
+                    assert response.json()["errors"][0]["code"] == "forbidden", (where, role)
+        # A path that does not exist tells strangers nothing either.
+        assert call("GET", "/api/v3/nothing-here", None).status_code == 401
+        assert call("GET", "/api/v3/nothing-here", tokens[READ]).status_code == 404
+
+
+def headers_of(response: httpx.Response) -> tuple[int, int, int]:
+    limit = int(response.headers["X-RateLimit-Limit"])
+    remaining = int(response.headers["X-RateLimit-Remaining"])
+    reset = int(response.headers["X-RateLimit-Reset"])
+    return limit, remaining, reset
+
+
+def wait_for_reset(response: httpx.Response) -> None:
+    time.sleep(int(response.headers["Retry-After"]) + 0.2)
+
+
+def test_rate_limits_per_token_per_address_and_for_failed_logins(tmp_path: Path) -> None:
+    limits: dict[str, object] = {"window": 2.0, "requests": 5, "anonymous_requests": 3, "auth_failures": 3}
+    gateway = start_gateway(tmp_path, limits)
+    try:
+        token = gateway.create_token("READONLY")
+        base = f"http://127.0.0.1:{gateway.api_port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            auth = {"X-Enapter-Auth-Token": token}
+            # Per token: five requests, each told what is left, then 429 until the window ends.
+            for left in range(4, -1, -1):
+                ok = http.get("/api/v3/site", headers=auth)
+                assert ok.status_code == 200
+                limit, remaining, reset = headers_of(ok)
+                assert (limit, remaining) == (5, left)
+                assert 0 <= reset <= 2
+            over = http.get("/api/v3/site", headers=auth)
+            assert over.status_code == 429
+            assert over.json()["errors"][0]["code"] == "too_many_requests"
+            assert headers_of(over)[:2] == (5, 0)
+            assert 1 <= int(over.headers["Retry-After"]) <= 2
+            wait_for_reset(over)
+            again = http.get("/api/v3/site", headers=auth)
+            assert again.status_code == 200
+            assert headers_of(again)[:2] == (5, 4)
+
+            # Per address, without a token (public /metrics and 401s share the budget).
+            assert http.get("/metrics").status_code == 200
+            assert http.get("/api/v3/site").status_code == 401
+            assert http.get("/metrics").status_code == 200
+            crowded = http.get("/metrics")
+            assert crowded.status_code == 429
+            assert headers_of(crowded)[:2] == (3, 0)
+            wait_for_reset(crowded)
+
+            # Failed logins: after three wrong tokens even the right one is not looked at.
+            for attempt in range(3):
+                wrong = http.get("/api/v3/site", headers={"X-Enapter-Auth-Token": f"egw_wrong{attempt}"})
+                assert wrong.status_code == 403
+            locked = http.get("/api/v3/site", headers=auth)
+            assert locked.status_code == 429
+            assert "Retry-After" in locked.headers
+            wait_for_reset(locked)
+            assert http.get("/api/v3/site", headers=auth).status_code == 200
+    finally:
+        assert gateway.stop() == 0, gateway.log()
