@@ -128,6 +128,11 @@ def test_every_route_for_no_token_a_revoked_token_and_each_role(unlimited: Gatew
                 else:
                     assert response.status_code == 403, (where, role)
                     assert response.json()["errors"][0]["code"] == "forbidden", (where, role)
+        # Each token sees its own role in the objects it reads.
+        for role, token in tokens.items():
+            assert call("GET", "/api/v3/site", token).json()["site"]["authorized_role"] == role.value
+            device = call("GET", DEVICES + "/{device}", token).json()["device"]
+            assert device["authorized_role"] == role.value
         # A path that does not exist tells strangers nothing either.
         assert call("GET", "/api/v3/nothing-here", None).status_code == 401
         assert call("GET", "/api/v3/nothing-here", tokens[READ]).status_code == 404
