@@ -153,10 +153,11 @@ async def keep_fresh(
     revoked: Callable[[float], Awaitable[list[RevokedCertificate]]],
     reload: Callable[[], Awaitable[None]],
     clock: Callable[[], float],
+    interval: float = RENEWAL_CHECK_S,
 ) -> None:
     """Reissue the server certificate and re-sign the CRL when due, then have Mosquitto reload."""
     while True:
-        await asyncio.sleep(RENEWAL_CHECK_S)
+        await asyncio.sleep(interval)
         now = datetime.fromtimestamp(clock(), UTC)
         changed = authority.ensure_server(names(), now)
         if authority.crl_due(now):

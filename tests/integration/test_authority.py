@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from cryptography import x509
 
 from gateway.mqtt import pki
-from gateway.mqtt.authority import Authority, local_addresses, server_names
+from gateway.mqtt.authority import Authority, keep_fresh, local_addresses, server_names
 from gateway.store.store import RevokedCertificate
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -83,3 +85,37 @@ def test_server_names_cover_the_mdns_name_the_configured_ones_and_the_addresses(
     assert set(local_addresses()) <= set(names.ip_addresses)
     assert "127.0.0.1" in names.ip_addresses
     assert "broker.example" in server_names("gw", "broker.example", []).dns_names
+
+
+async def test_keep_fresh_reissues_on_an_address_change_and_reloads_the_broker(tmp_path: Path) -> None:
+    authority = Authority.open(tmp_path / "pki", NOW)
+    authority.ensure_server(NAMES, NOW)
+    authority.write_crl([], NOW)
+    current = [NAMES]
+    reloads: list[str] = []
+    reloaded = asyncio.Event()
+
+    async def reload() -> None:
+        reloads.append(authority.files.server_certificate.read_text())
+        reloaded.set()
+
+    async def revoked(now: float) -> list[RevokedCertificate]:
+        return []
+
+    task = asyncio.create_task(
+        keep_fresh(authority, lambda: current[0], revoked, reload, NOW.timestamp, interval=0.01)
+    )
+    try:
+        await asyncio.sleep(0.1)
+        assert reloads == []  # nothing changed, nothing reloaded
+        current[0] = pki.ServerNames.of(NAMES.dns_names, ["127.0.0.1", "10.9.8.7"])
+        async with asyncio.timeout(5):
+            await reloaded.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    (certificate,) = reloads
+    reissued = x509.load_pem_x509_certificate(certificate.encode())
+    addresses = reissued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.9.8.7" in {str(ip) for ip in addresses.get_values_for_type(x509.IPAddress)}
