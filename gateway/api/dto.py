@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from gateway.model import (
-    CommunicationType,
     Connectivity,
     Device,
     DeviceType,
@@ -168,10 +167,3 @@ def communication_config(
         "hardware_id": hardware_id,
         "channel_id": channel_id,
     }
-
-
-def communication_type_for(protocol: MqttProtocol) -> CommunicationType:
-    """How a device that uses `protocol` talks to the gateway."""
-    if protocol is MqttProtocol.MQTTS:
-        return CommunicationType.MQTT_V1_TLS
-    return CommunicationType.MQTT_V1_PLAINTEXT

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.model import Device, JsonObject, MqttProtocol
+from gateway.model import CommunicationType, Device, JsonObject, MqttProtocol
 from gateway.mqtt import dynsec, pki
 from gateway.mqtt.authority import Authority
 from gateway.mqtt.broker import BrokerUnavailableError
@@ -75,7 +75,11 @@ class DeviceAccounts:
         secret = dynsec.hash_password(password, os.urandom(dynsec.SALT_BYTES)).encode()
         revokes_certificate = await self._had_certificate(device)
         await self._store.set_credential(
-            device_id=device.id, protocol=MqttProtocol.MQTT.value, username=hardware_id, secret=secret
+            device_id=device.id,
+            protocol=MqttProtocol.MQTT.value,
+            username=hardware_id,
+            secret=secret,
+            communication_type=CommunicationType.MQTT_V1_PLAINTEXT,
         )
         if revokes_certificate:
             await self._publish_crl()
@@ -95,6 +99,7 @@ class DeviceAccounts:
             certificate=IssuedCertificateRecord(
                 serial=issued.serial, hardware_id=hardware_id, not_after=issued.not_after.timestamp()
             ),
+            communication_type=CommunicationType.MQTT_V1_TLS,
         )
         # Always: even a device that never had a certificate may share a hardware id with a
         # deleted one whose certificates must stay refused.

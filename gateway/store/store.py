@@ -841,11 +841,13 @@ class Store:
         username: str,
         secret: str,
         certificate: IssuedCertificateRecord | None = None,
+        communication_type: CommunicationType | None = None,
     ) -> DeviceCredential:
         """Store the device's broker credential, replacing any existing one.
 
         Every certificate issued to the device before is revoked in the same transaction, and
-        `certificate`, the one this credential comes with, is recorded. Raises LookupError for an
+        `certificate`, the one this credential comes with, is recorded; `communication_type`, if
+        given, becomes the device's (plain or TLS MQTT follows the credential). Raises LookupError for an
         unknown device, UsernameTakenError when another device's credential has this username.
         """
         credential = DeviceCredential(
@@ -872,6 +874,11 @@ class Store:
                 (device_id, protocol, username, secret, credential.created_at),
             )
             await _revoke_certificates(db, device_id, credential.created_at)
+            if communication_type is not None:
+                await db.execute(
+                    "UPDATE devices SET communication_type = ?, updated_at = ? WHERE id = ?",
+                    (communication_type.value, credential.created_at, device_id),
+                )
             if certificate is not None:
                 await db.execute(
                     "INSERT INTO device_certificates"

@@ -85,7 +85,9 @@ def test_requests_without_or_with_a_bad_token(gateway: GatewayProcess, installer
     assert denied.status_code == 403
 
 
-def test_mqtts_is_refused_clearly_when_the_tls_listener_is_off(gateway: GatewayProcess, installer_token: str) -> None:
+def test_mqtts_is_refused_clearly_when_the_tls_listener_is_off(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
     headers = {"X-Enapter-Auth-Token": installer_token}
     created = httpx.post(
         f"{gateway.base_url}/v3/provisioning/standalone",

@@ -340,6 +340,22 @@ async def test_credentials_are_replaced_listed_and_deleted(db_path: Path) -> Non
     assert raw(db_path, "SELECT username FROM device_credentials") == [("ub",)]
 
 
+async def test_a_credential_can_set_the_communication_type(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 5000.0) as store:
+        device = await add_device(store)
+        assert device.communication_type is CommunicationType.MQTT_V1_PLAINTEXT
+        await store.set_credential(
+            device_id=device.id,
+            protocol="MQTTS",
+            username="u",
+            secret="x509:1",
+            communication_type=CommunicationType.MQTT_V1_TLS,
+        )
+        changed = await store.get_device(device.id)
+        assert changed is not None
+        assert (changed.communication_type, changed.updated_at) == (CommunicationType.MQTT_V1_TLS, 5000.0)
+
+
 async def test_certificates_are_revoked_on_reissue_and_delete(db_path: Path) -> None:
     now = [1000.0]
     async with Store.open(db_path, clock=lambda: now[0]) as store:
