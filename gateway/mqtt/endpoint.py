@@ -62,6 +62,8 @@ class BrokerAdmin:
 
     async def apply(self, commands: list[JsonObject]) -> None:
         """Run `commands` in order; raise BrokerAdminError on any real error or on timeout."""
+        if not commands:
+            return  # the broker would send no response to wait for
         tag = f"gw-{next(self._sequence)}"
         tagged = [{**command, "correlationData": f"{tag}-{i}"} for i, command in enumerate(commands)]
         try:
