@@ -83,6 +83,7 @@ async def test_external_broker_mode(tmp_path: Path, external_broker: int) -> Non
             "mqtt": {
                 "mode": "external",
                 "port": external_broker,  # devices connect to the external broker too
+                "tls_port": free_port(),  # set, yet MQTTS needs a broker the gateway controls
             },
             "mqtt.external": {
                 "host": "127.0.0.1",
@@ -120,6 +121,15 @@ async def test_external_broker_mode(tmp_path: Path, external_broker: int) -> Non
 
             await eventually(online_with_properties, 10)
             assert gateway.metrics()["gateway_devices_connected"] == 1
+
+        async with httpx.AsyncClient(timeout=5) as http:
+            refused = await http.post(
+                f"{gateway.base_url}/v3/devices/{device.device_id}/generate_config",
+                json={"protocol": "MQTTS"},
+                headers={"X-Enapter-Auth-Token": token},
+            )
+        assert refused.status_code == 422
+        assert 'mqtt.mode = "managed"' in refused.json()["errors"][0]["message"]
     finally:
         status = gateway.stop()
     assert status == 0, gateway.log()
