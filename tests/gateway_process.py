@@ -97,6 +97,7 @@ class GatewayProcess:
     def start(self) -> None:
         """Start the daemon and wait for READY=1."""
         notify_path = self.directory / "notify.sock"
+        notify_path.unlink(missing_ok=True)  # left over from an earlier start of this gateway
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
             notify.settimeout(0.5)
