@@ -22,7 +22,7 @@ from pathlib import Path
 import ifaddr
 
 from gateway.mqtt import pki
-from gateway.mqtt.broker import TlsFiles
+from gateway.mqtt.broker import BrokerUnavailableError, TlsFiles
 from gateway.store.store import RevokedCertificate
 
 LOG = logging.getLogger("gateway.pki")
@@ -164,4 +164,8 @@ async def keep_fresh(
             authority.write_crl(await revoked(clock()), now)
             changed = True
         if changed:
-            await reload()
+            try:
+                await reload()
+            except BrokerUnavailableError as exc:
+                # The files are written; a broker that is restarting reads them when it starts.
+                LOG.warning("mosquitto did not reload the renewed certificates: %s", exc)

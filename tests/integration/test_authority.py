@@ -13,6 +13,7 @@ from cryptography import x509
 
 from gateway.mqtt import pki
 from gateway.mqtt.authority import Authority, keep_fresh, local_addresses, server_names
+from gateway.mqtt.broker import BrokerUnavailableError
 from gateway.store.store import RevokedCertificate
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -97,6 +98,8 @@ async def test_keep_fresh_reissues_on_an_address_change_and_reloads_the_broker(t
 
     async def reload() -> None:
         reloads.append(authority.files.server_certificate.read_text())
+        if len(reloads) == 1:
+            raise BrokerUnavailableError("restarting")  # a broker that is down must not end the loop
         reloaded.set()
 
     async def revoked(now: float) -> list[RevokedCertificate]:
@@ -109,13 +112,16 @@ async def test_keep_fresh_reissues_on_an_address_change_and_reloads_the_broker(t
         await asyncio.sleep(0.1)
         assert reloads == []  # nothing changed, nothing reloaded
         current[0] = pki.ServerNames.of(NAMES.dns_names, ["127.0.0.1", "10.9.8.7"])
+        await asyncio.sleep(0.05)
+        current[0] = pki.ServerNames.of(NAMES.dns_names, ["127.0.0.1", "10.9.8.6"])
         async with asyncio.timeout(5):
             await reloaded.wait()
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    (certificate,) = reloads
-    reissued = x509.load_pem_x509_certificate(certificate.encode())
-    addresses = reissued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "10.9.8.7" in {str(ip) for ip in addresses.get_values_for_type(x509.IPAddress)}
+    first, second = reloads
+    for certificate, address in ((first, "10.9.8.7"), (second, "10.9.8.6")):
+        reissued = x509.load_pem_x509_certificate(certificate.encode())
+        names = reissued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert address in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
