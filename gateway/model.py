@@ -162,6 +162,14 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class LatestValue:
+    """The newest stored value of one telemetry attribute and the device's timestamp for it."""
+
+    value: JsonValue
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
 class ApiToken:
     id: str
     name: str

@@ -20,7 +20,7 @@ from gateway.api import assets_v1, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import devices, provisioning, sites
+from gateway.api.v3 import devices, provisioning, sites, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -48,12 +48,14 @@ def endpoints() -> list[Endpoint]:
             Endpoint(
                 "POST", prefix + "/devices/{device}/generate_config", devices.generate_config, Role.OWNER
             ),
+            Endpoint("GET", prefix + "/devices/{device}/telemetry", telemetry.device_latest, Role.READONLY),
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
         Endpoint("GET", "/api/v3/sites", sites.list_sites, Role.READONLY),
         Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
+        Endpoint("GET", "/api/v3/telemetry/latest", telemetry.latest, Role.READONLY),
     ]
     for prefix in ("/api/assets/v1", "/assets/v1"):
         table += [

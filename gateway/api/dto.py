@@ -7,6 +7,7 @@ methods (which raise on a missing required key or an unknown enum value).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.model import (
@@ -15,6 +16,7 @@ from gateway.model import (
     DeviceType,
     JsonObject,
     JsonValue,
+    LatestValue,
     MqttProtocol,
     Role,
     Site,
@@ -167,3 +169,33 @@ def communication_config(
         "hardware_id": hardware_id,
         "channel_id": channel_id,
     }
+
+
+ATTRIBUTE_NOT_FOUND = "Telemetry attribute is not found."
+ATTRIBUTE_OUTDATED = "Telemetry attribute value is outdated."
+
+
+def unix_seconds(timestamp: float) -> int | float:
+    """Whole seconds as an integer, as the reference shows; fractions are kept."""
+    return int(timestamp) if float(timestamp).is_integer() else timestamp
+
+
+def latest_telemetry(
+    values: Mapping[str, LatestValue], attributes: Sequence[str], *, now: float, relevance: float
+) -> JsonObject:
+    """`{attribute: {"value", "timestamp"} | {"warning"}}` for `telemetry/latest` and device telemetry.
+
+    An empty `attributes` means every attribute the device has sent. A value older than `relevance`
+    seconds (by its device timestamp) is not current: python-sdk reads an entry without `timestamp`
+    as "no value" (`enapter-http-api.md` §7.1).
+    """
+    body: JsonObject = {}
+    for attribute in attributes or sorted(values):
+        found = values.get(attribute)
+        if found is None:
+            body[attribute] = {"warning": ATTRIBUTE_NOT_FOUND}
+        elif now - found.timestamp > relevance:
+            body[attribute] = {"warning": ATTRIBUTE_OUTDATED}
+        else:
+            body[attribute] = {"value": found.value, "timestamp": unix_seconds(found.timestamp)}
+    return body

@@ -7,6 +7,8 @@ sends `limit=50&offset=N`), see `enapter-http-api.md` §1.4-1.5.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +31,15 @@ DEVICE_EXPANDS = frozenset(
     }
 )
 ASSET_EXPANDS = frozenset({"manifest", "properties", "connectivity"})
+
+# Go's time.ParseDuration units, which Enapter's durations ("30s", "1m30s", "3600s") follow.
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+MAX_DURATION_S = 100 * 365 * 86400.0
+DEFAULT_RELEVANCE_S = 30.0
+# `devices[<device id or slug>]=a,b` (telemetry/latest); the brackets arrive percent-decoded.
+_DEVICE_SELECTOR = re.compile(r"devices\[(.+)\]", re.DOTALL)
+MAX_LATEST_DEVICES = 1000
 ASSET_TYPES = frozenset({"endpoint", "ucm", "gateway"})
 
 
@@ -99,6 +110,42 @@ def asset_types(query: Mapping[str, str]) -> frozenset[str] | None:
             f"unknown type(s) {', '.join(unknown)}; allowed: endpoint, gateway, ucm",
         )
     return values
+
+
+def duration(raw: str, name: str) -> float:
+    """A Go-style duration (`30s`, `1m30s`, `1.5h`, `500ms`) in seconds; a bare number is seconds."""
+    text = raw.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        seconds = float(text)
+    else:
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise invalid_parameter(name, f'expected a duration such as "30s" or "5m", got {raw[:40]!r}')
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise invalid_parameter(name, f"is too long: {raw[:40]!r}")
+    return seconds
+
+
+def relevance_interval(query: Mapping[str, str]) -> float:
+    """`relevance_interval` in seconds (default 30 s): older values do not count as current."""
+    raw = query.get("relevance_interval")
+    return DEFAULT_RELEVANCE_S if raw is None or raw == "" else duration(raw, "relevance_interval")
+
+
+def latest_selectors(query: Mapping[str, str]) -> dict[str, list[str]]:
+    """`devices[<device>]=a,b` pairs -> {device: [attributes]}; an empty list means every attribute."""
+    selected: dict[str, list[str]] = {}
+    for key, value in query.items():
+        match = _DEVICE_SELECTOR.fullmatch(key)
+        if match is None:
+            continue
+        selected.setdefault(match.group(1), []).extend(comma_list(value))
+    if not selected:
+        raise invalid_parameter("devices", "name at least one device: devices[<device id>]=<attribute>,...")
+    if len(selected) > MAX_LATEST_DEVICES:
+        raise invalid_parameter("devices", f"at most {MAX_LATEST_DEVICES} devices per request")
+    return selected
 
 
 def json_object(body: bytes) -> JsonObject:

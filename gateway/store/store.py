@@ -41,6 +41,7 @@ from gateway.model import (
     DeviceMessage,
     DeviceType,
     JsonValue,
+    LatestValue,
     LogEntry,
     LogSeverity,
     Properties,
@@ -111,14 +112,6 @@ class RevokedCertificate:
 
     serial: int
     revoked_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class LatestValue:
-    """The newest stored value of one telemetry attribute and the device's timestamp for it."""
-
-    value: JsonValue
-    timestamp: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from gateway.model import (
     Connectivity,
     Device,
     DeviceType,
+    LatestValue,
     MqttProtocol,
     Role,
     Site,
@@ -175,3 +176,73 @@ def test_role_order() -> None:
     assert Role.OWNER.at_least(Role.USER)
     assert not Role.USER.at_least(Role.OWNER)
     assert Role.VENDOR.at_least(Role.VENDOR)
+
+
+# --- Latest telemetry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("30s", 30.0), ("1m30s", 90.0), ("1.5h", 5400.0), ("500ms", 0.5), ("3600s", 3600.0), ("45", 45.0)],
+)
+def test_durations(raw: str, seconds: float) -> None:
+    assert params.duration(raw, "relevance_interval") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("raw", ["", "s", "30 s", "-5s", "5d", "1h1", "abc", "1e400s", "9" * 40 + "h"])
+def test_bad_durations_name_the_parameter(raw: str) -> None:
+    with pytest.raises(errors.ApiError) as caught:
+        params.duration(raw, "relevance_interval")
+    assert caught.value.status == 400
+    assert caught.value.details == {"parameter": "relevance_interval"}
+
+
+@given(st.text(max_size=30))
+def test_any_duration_text_gives_seconds_or_a_400(raw: str) -> None:
+    status, seconds = 200, 0.0
+    try:
+        seconds = params.duration(raw, "d")
+    except errors.ApiError as error:
+        status = error.status
+    assert status in (200, 400)
+    assert 0 <= seconds <= params.MAX_DURATION_S
+
+
+def test_relevance_interval_defaults_to_30_seconds() -> None:
+    assert params.relevance_interval({}) == 30.0
+    assert params.relevance_interval({"relevance_interval": "2m"}) == 120.0
+
+
+def test_latest_selectors_by_device() -> None:
+    query = {"devices[dev-1]": "a, b", "devices[my-slug]": "", "relevance_interval": "30s", "other": "x"}
+    assert params.latest_selectors(query) == {"dev-1": ["a", "b"], "my-slug": []}
+    with pytest.raises(errors.ApiError) as caught:
+        params.latest_selectors({"relevance_interval": "30s"})
+    assert caught.value.details == {"parameter": "devices"}
+
+
+def test_latest_telemetry_values_warnings_and_relevance() -> None:
+    values = {
+        "voltage": LatestValue(230.5, 1000.0),
+        "on": LatestValue(True, 1000.0),
+        "old": LatestValue(1, 900.0),
+        "nothing": LatestValue(None, 1000.5),
+    }
+    body = dto.latest_telemetry(
+        values, ["voltage", "on", "old", "nothing", "ghost"], now=1010.0, relevance=30.0
+    )
+    assert body == {
+        "voltage": {"value": 230.5, "timestamp": 1000},
+        "on": {"value": True, "timestamp": 1000},
+        "old": {"warning": dto.ATTRIBUTE_OUTDATED},
+        "nothing": {"value": None, "timestamp": 1000.5},
+        "ghost": {"warning": dto.ATTRIBUTE_NOT_FOUND},
+    }
+    voltage = body["voltage"]
+    assert isinstance(voltage, dict)
+    assert isinstance(voltage["timestamp"], int)
+    # No attributes named: every attribute the device has, in name order.
+    assert list(dto.latest_telemetry(values, [], now=1010.0, relevance=200.0)) == sorted(values)
+    assert dto.latest_telemetry(values, ["old"], now=1010.0, relevance=200.0) == {
+        "old": {"value": 1, "timestamp": 900}
+    }

@@ -1,0 +1,45 @@
+"""Telemetry (v3): the latest values, across devices and per device (`enapter-http-api.md` §7.1)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api import dto, lookup, params
+from gateway.api.render import json_response
+from gateway.api.services import SERVICES
+from gateway.model import JsonObject
+
+DEVICE_NOT_FOUND = "Device is not found."
+
+
+async def latest(request: web.Request) -> web.Response:
+    """GET /v3/telemetry/latest?devices[<id or slug>]=a,b&relevance_interval=30s.
+
+    Answers per device under the key the caller used; a device that does not exist gets a warning
+    for each attribute asked for rather than failing the whole request.
+    """
+    selectors = params.latest_selectors(request.query)
+    relevance = params.relevance_interval(request.query)
+    site = await lookup.own_site(request)
+    services = request.app[SERVICES]
+    now = services.clock()
+    body: JsonObject = {}
+    for key, attributes in selectors.items():
+        device = await services.store.get_device(key)
+        if device is None or device.site_id != site.id:
+            body[key] = {attribute: {"warning": DEVICE_NOT_FOUND} for attribute in attributes}
+            continue
+        values = await services.store.latest_telemetry(device.id)
+        body[key] = dto.latest_telemetry(values, attributes, now=now, relevance=relevance)
+    return json_response({"telemetry": body})
+
+
+async def device_latest(request: web.Request) -> web.Response:
+    """GET /v3/devices/{device}/telemetry?attribute.in=a,b&relevance_interval=30s (all when absent)."""
+    attributes = params.comma_list(request.query.get("attribute.in", ""))
+    relevance = params.relevance_interval(request.query)
+    device = await lookup.device(request, await lookup.own_site(request))
+    services = request.app[SERVICES]
+    values = await services.store.latest_telemetry(device.id)
+    body = dto.latest_telemetry(values, attributes, now=services.clock(), relevance=relevance)
+    return json_response({"telemetry": body})
