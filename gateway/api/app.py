@@ -20,7 +20,7 @@ from gateway.api import assets_v1, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import devices, provisioning, sites, telemetry
+from gateway.api.v3 import devices, logs, provisioning, sites, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -49,6 +49,7 @@ def endpoints() -> list[Endpoint]:
                 "POST", prefix + "/devices/{device}/generate_config", devices.generate_config, Role.OWNER
             ),
             Endpoint("GET", prefix + "/devices/{device}/telemetry", telemetry.device_latest, Role.READONLY),
+            Endpoint("GET", prefix + "/devices/{device}/logs", logs.device_logs, Role.READONLY),
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),

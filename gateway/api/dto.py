@@ -17,6 +17,7 @@ from gateway.model import (
     JsonObject,
     JsonValue,
     LatestValue,
+    LogEntry,
     MqttProtocol,
     Role,
     Site,
@@ -199,3 +200,14 @@ def latest_telemetry(
         else:
             body[attribute] = {"value": found.value, "timestamp": unix_seconds(found.timestamp)}
     return body
+
+
+def log_entry(entry: LogEntry, received_at: float) -> JsonObject:
+    """One device log line (`enapter-http-api.md` §7.3: the CLI reads `timestamp` as an integer)."""
+    return {
+        "timestamp": int(entry.timestamp),
+        "received_at": rfc3339(received_at),
+        "severity": entry.severity.value,
+        "message": entry.message,
+        "persist": entry.persist,
+    }

@@ -6,14 +6,16 @@ sends `limit=50&offset=N`), see `enapter-http-api.md` §1.4-1.5.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gateway.api.errors import bad_request, invalid_parameter
-from gateway.model import JsonObject
+from gateway.model import JsonObject, LogSeverity
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -146,6 +148,70 @@ def latest_selectors(query: Mapping[str, str]) -> dict[str, list[str]]:
     if len(selected) > MAX_LATEST_DEVICES:
         raise invalid_parameter("devices", f"at most {MAX_LATEST_DEVICES} devices per request")
     return selected
+
+
+def moment(raw: str, name: str) -> float:
+    """An RFC 3339 time (`2025-01-01T00:00:00Z`, with any offset) or unix seconds, as unix seconds."""
+    text = raw.strip()
+    try:
+        if text.isascii() and text.replace(".", "", 1).isdigit():
+            return float(text)
+        parsed = dt.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise invalid_parameter(
+            name, f"expected an RFC 3339 time or unix seconds, got {raw[:40]!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise invalid_parameter(name, f"needs a time zone (e.g. a trailing Z), got {raw[:40]!r}")
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """`GET /v3/devices/{id}/logs` filters (`enapter-http-api.md` §7.3)."""
+
+    received_from: float | None
+    received_to: float | None
+    # The least severe level shown: `severity=warning` shows warnings and errors.
+    severity: LogSeverity | None
+    newest_first: bool
+    persisted: bool | None  # None: both persisted and temporary logs
+    page: Page
+
+
+_LOG_ORDERS: dict[str, bool] = {"RECEIVED_AT_ASC": False, "RECEIVED_AT_DESC": True}
+_LOG_SHOW: dict[str, bool | None] = {"ALL": None, "PERSISTED_ONLY": True, "TEMPORARY_ONLY": False}
+T = TypeVar("T")
+
+
+def _choice(query: Mapping[str, str], name: str, choices: Mapping[str, T], default: str) -> T:
+    raw = query.get(name) or default
+    if raw.upper() not in choices:
+        raise invalid_parameter(name, f"must be one of {', '.join(choices)}, got {raw[:40]!r}")
+    return choices[raw.upper()]
+
+
+def log_query(query: Mapping[str, str]) -> LogQuery:
+    """The log filters; every bad value is a 400 naming its parameter."""
+    bounds = {
+        name: moment(query[name], name) if query.get(name) else None
+        for name in ("received_at_from", "received_at_to")
+    }
+    severity: LogSeverity | None = None
+    if query.get("severity"):
+        raw = query["severity"].strip().lower()
+        if raw not in LogSeverity.__members__.values():
+            allowed = ", ".join(level.value for level in LogSeverity)
+            raise invalid_parameter("severity", f"must be one of {allowed}, got {raw[:40]!r}")
+        severity = LogSeverity(raw)
+    return LogQuery(
+        received_from=bounds["received_at_from"],
+        received_to=bounds["received_at_to"],
+        severity=severity,
+        newest_first=_choice(query, "order", _LOG_ORDERS, "RECEIVED_AT_ASC"),
+        persisted=_choice(query, "show", _LOG_SHOW, "ALL"),
+        page=page(query),
+    )
 
 
 def json_object(body: bytes) -> JsonObject:

@@ -1049,14 +1049,45 @@ class Store:
             result[row["device_id"]] = [str(a) for a in alerts] if isinstance(alerts, list) else []
         return result
 
-    async def logs(self, device_id: str, *, offset: int, limit: int) -> list[tuple[LogEntry, float]]:
-        """The device's log entries with their arrival time, oldest arrival first."""
+    async def logs(
+        self,
+        device_id: str,
+        *,
+        offset: int,
+        limit: int,
+        received_from: float | None = None,
+        received_to: float | None = None,
+        severities: Collection[LogSeverity] | None = None,
+        persisted: bool | None = None,
+        newest_first: bool = False,
+    ) -> tuple[list[tuple[LogEntry, float]], int]:
+        """The device's log entries matching the filters, with arrival times, and how many match.
+
+        `received_to` is exclusive. Ordered by arrival, oldest first unless `newest_first`.
+        """
+        where = ["device_id = ?"]
+        parameters: list[Any] = [device_id]
+        if received_from is not None:
+            where.append("received_at >= ?")
+            parameters.append(received_from)
+        if received_to is not None:
+            where.append("received_at < ?")
+            parameters.append(received_to)
+        if severities is not None:
+            where.append(f"severity IN ({', '.join('?' for _ in severities)})")
+            parameters += [severity.value for severity in severities]
+        if persisted is not None:
+            where.append("persist = ?")
+            parameters.append(int(persisted))
+        condition = " AND ".join(where)
+        direction = "DESC" if newest_first else "ASC"
+        (count,) = await self._fetch(f"SELECT count(*) AS n FROM device_logs WHERE {condition}", parameters)
         rows = await self._fetch(
             "SELECT timestamp, received_at, severity, message, persist FROM device_logs"
-            " WHERE device_id = ? ORDER BY received_at, id LIMIT ? OFFSET ?",
-            (device_id, limit, offset),
+            f" WHERE {condition} ORDER BY received_at {direction}, id {direction} LIMIT ? OFFSET ?",
+            [*parameters, limit, offset],
         )
-        return [
+        entries = [
             (
                 LogEntry(
                     timestamp=row["timestamp"],
@@ -1068,6 +1099,7 @@ class Store:
             )
             for row in rows
         ]
+        return entries, count["n"]
 
     async def integrity_check(self) -> str:
         """The result of `PRAGMA integrity_check`: "ok" for a sound database."""

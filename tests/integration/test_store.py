@@ -426,13 +426,22 @@ async def test_ingested_messages_become_readable(db_path: Path) -> None:
         assert await store.properties([device.id, other.id]) == {device.id: {"model": "X1", "fw": "1.0"}}
         assert await store.last_seen([device.id, other.id]) == {device.id: 104.0}
         assert await store.raised_alerts([device.id, other.id]) == {device.id: ["overheat"]}
-        logs = await store.logs(device.id, offset=0, limit=10)
+        logs, _ = await store.logs(device.id, offset=0, limit=10)
         assert logs == [
             (LogEntry(11.0, "hello", LogSeverity.INFO, True), 102.0),
             (LogEntry(8.0, "late", LogSeverity.ERROR, False), 103.0),
         ]
-        assert await store.logs(device.id, offset=1, limit=10) == logs[1:]
-        assert await store.logs(device.id, offset=0, limit=1) == logs[:1]
+        assert (await store.logs(device.id, offset=1, limit=10))[0] == logs[1:]
+        assert (await store.logs(device.id, offset=0, limit=1))[0] == logs[:1]
+        assert await store.logs(device.id, offset=0, limit=10, newest_first=True) == (logs[::-1], 2)
+        assert await store.logs(device.id, offset=0, limit=10, persisted=False) == (logs[1:], 1)
+        assert await store.logs(device.id, offset=0, limit=10, severities=[LogSeverity.ERROR]) == (
+            logs[1:],
+            1,
+        )
+        window = await store.logs(device.id, offset=0, limit=10, received_from=102.0, received_to=103.0)
+        assert window == (logs[:1], 1)
+        assert await store.logs(device.id, offset=5, limit=10) == ([], 2)
         stats = store.stats
         assert (stats.enqueued, stats.committed, stats.failed_batches) == (5, 5, 0)
         assert stats.batches >= 1

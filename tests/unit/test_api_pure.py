@@ -15,6 +15,8 @@ from gateway.model import (
     Device,
     DeviceType,
     LatestValue,
+    LogEntry,
+    LogSeverity,
     MqttProtocol,
     Role,
     Site,
@@ -245,4 +247,53 @@ def test_latest_telemetry_values_warnings_and_relevance() -> None:
     assert list(dto.latest_telemetry(values, [], now=1010.0, relevance=200.0)) == sorted(values)
     assert dto.latest_telemetry(values, ["old"], now=1010.0, relevance=200.0) == {
         "old": {"value": 1, "timestamp": 900}
+    }
+
+
+# --- Logs ----------------------------------------------------------------------------------------
+
+
+def test_moments_in_rfc3339_or_unix_seconds() -> None:
+    assert params.moment("2025-01-01T00:00:00Z", "t") == 1735689600.0
+    assert params.moment("2025-01-01T01:00:00+01:00", "t") == 1735689600.0
+    assert params.moment("1735689600.5", "t") == 1735689600.5
+    for bad in ("2025-01-01T00:00:00", "yesterday", ""):
+        with pytest.raises(errors.ApiError) as caught:
+            params.moment(bad, "received_at_from")
+        assert caught.value.details == {"parameter": "received_at_from"}
+
+
+def test_log_query_defaults_and_values() -> None:
+    default = params.log_query({})
+    assert (default.received_from, default.received_to, default.severity) == (None, None, None)
+    assert (default.newest_first, default.persisted, default.page) == (False, None, params.Page(0, 50))
+    given = params.log_query(
+        {
+            "received_at_from": "2025-01-01T00:00:00Z",
+            "severity": "WARNING",
+            "order": "received_at_desc",
+            "show": "TEMPORARY_ONLY",
+            "limit": "5",
+        }
+    )
+    assert given.received_from == 1735689600.0
+    assert given.severity is LogSeverity.WARNING
+    assert (given.newest_first, given.persisted, given.page.limit) == (True, False, 5)
+
+
+@pytest.mark.parametrize("name", ["severity", "order", "show", "received_at_to", "limit"])
+def test_bad_log_filters_name_the_parameter(name: str) -> None:
+    with pytest.raises(errors.ApiError) as caught:
+        params.log_query({name: "nonsense"})
+    assert caught.value.details == {"parameter": name}
+
+
+def test_log_entries_have_integer_timestamps_and_rfc3339_arrival() -> None:
+    entry = LogEntry(timestamp=1700000000.7, message="m", severity=LogSeverity.ERROR, persist=False)
+    assert dto.log_entry(entry, 1735689600.25) == {
+        "timestamp": 1700000000,
+        "received_at": "2025-01-01T00:00:00.250000Z",
+        "severity": "error",
+        "message": "m",
+        "persist": False,
     }
