@@ -107,6 +107,13 @@ class MdnsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """``[retention]``: how long stored data is kept."""
+
+    temporary_logs: float  # seconds to keep logs a device sent with `persist: false`
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
 
@@ -114,6 +121,7 @@ class Config:
     api: ApiConfig
     mqtt: MqttConfig
     mdns: MdnsConfig
+    retention: RetentionConfig
 
 
 def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
@@ -181,11 +189,15 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
     )
     table.finish()
 
+    table = root.table("retention")
+    retention = RetentionConfig(temporary_logs=_seconds(table, "temporary_logs", 3600.0))
+    table.finish()
+
     root.finish(kind="section")
 
     if problems:
         raise ConfigError(problems)
-    return Config(gateway=gateway, api=api, mqtt=mqtt, mdns=mdns)
+    return Config(gateway=gateway, api=api, mqtt=mqtt, mdns=mdns, retention=retention)
 
 
 def default_config(*, base_dir: Path) -> Config:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ DATABASE_FILE = "gateway.sqlite3"
 # NTP on the gateway itself (enapter-device-protocol.md §1.9); the SDK ignores these fields.
 TIME_SYNC_PROTOCOL = "NTP"
 TIME_SYNC_PORT = 123
+RETENTION_CHECK_S = 60.0
 
 
 class _StopRequested(Exception):
@@ -174,6 +176,9 @@ async def run(config: Config) -> None:
                         name="certificate-renewal",
                     )
                 group.create_task(ingest.run(), name="ingest")
+                group.create_task(
+                    purge_temporary_logs(store, config.retention.temporary_logs), name="retention"
+                )
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
     except* _StopRequested:
         LOG.info("stopped")
@@ -187,6 +192,19 @@ async def _serve_until_stopped(services: Services, config: Config, stop: asyncio
         notify("STOPPING=1")
         LOG.info("stopping")
     raise _StopRequested
+
+
+async def purge_temporary_logs(store: Store, keep_for: float) -> None:
+    """Delete temporary device logs (`persist: false`) once they are `keep_for` seconds old."""
+    while True:
+        try:
+            deleted = await store.purge_temporary_logs(time.time() - keep_for)
+        except sqlite3.Error as exc:  # e.g. a full disk: try again next round, ingest goes on
+            LOG.error("could not delete old temporary logs: %s", exc)
+        else:
+            if deleted:
+                LOG.debug("deleted %d temporary device logs", deleted)
+        await asyncio.sleep(RETENTION_CHECK_S)
 
 
 async def all_devices(store: Store) -> list[Device]:

@@ -1101,6 +1101,24 @@ class Store:
         ]
         return entries, count["n"]
 
+    async def purge_temporary_logs(self, received_before: float, *, chunk: int = 1000) -> int:
+        """Delete logs sent with `persist: false` that arrived before `received_before`; how many.
+
+        In small transactions, so that ingest batches are never held up for long.
+        """
+        deleted = 0
+        while True:
+            async with self._transaction(durable=False) as db:
+                cursor = await db.execute(
+                    "DELETE FROM device_logs WHERE id IN (SELECT id FROM device_logs"
+                    " WHERE persist = 0 AND received_at < ? LIMIT ?)",
+                    (received_before, chunk),
+                )
+                count = cursor.rowcount
+            deleted += count
+            if count < chunk:
+                return deleted
+
     async def integrity_check(self) -> str:
         """The result of `PRAGMA integrity_check`: "ok" for a sound database."""
         rows = await self._fetch("PRAGMA integrity_check")

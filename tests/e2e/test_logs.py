@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiomqtt
 import httpx
 
-from tests.gateway_process import GatewayProcess, eventually, provision
+from tests.gateway_process import GatewayProcess, eventually, provision, write_config
 
 SENT = [
     ("debug", "booting", True),
@@ -78,3 +79,38 @@ async def test_device_logs_filtered_ordered_and_paged(gateway: GatewayProcess, i
             bad = await http.get(url, params={name: value})
             assert bad.status_code == 400
             assert bad.json()["errors"][0]["details"] == {"parameter": name}
+
+
+async def test_temporary_logs_are_deleted_after_their_retention(tmp_path: Path) -> None:
+    config, api_port, mqtt_port = write_config(tmp_path, {"retention": {"temporary_logs": 1.0}})
+    gateway = GatewayProcess(tmp_path, config, api_port, mqtt_port)
+    gateway.start()
+    try:
+        token = gateway.create_token()
+        device = await provision(gateway, token, "Chatty")
+        async with aiomqtt.Client(
+            "127.0.0.1", gateway.mqtt_port, username=device.hardware_id, password=device.password, timeout=5
+        ) as publisher:
+            for message, persist in (("kept", True), ("fleeting", False)):
+                entry = {"timestamp": 1_700_000_000, "severity": "info", "message": message}
+                entry["persist"] = persist
+                topic = f"v1/from/{device.hardware_id}/s/v3/logs"
+                await publisher.publish(topic, json.dumps(entry), qos=1)
+        url = f"{gateway.base_url}/v3/devices/{device.device_id}/logs"
+        async with httpx.AsyncClient(headers={"X-Enapter-Auth-Token": token}, timeout=5) as http:
+
+            async def stored() -> list[str]:
+                logs = (await http.get(url)).json()["logs"]
+                return sorted(entry["message"] for entry in logs)
+
+            async def both() -> bool:
+                return await stored() == ["fleeting", "kept"]
+
+            await eventually(both, 10)
+            await asyncio.sleep(1.5)
+            # The retention job runs at start and then every minute: a restart makes it run now.
+            assert await asyncio.to_thread(gateway.stop) == 0
+            await asyncio.to_thread(gateway.start)
+            assert await stored() == ["kept"]
+    finally:
+        assert gateway.stop() == 0, gateway.log()

@@ -442,6 +442,10 @@ async def test_ingested_messages_become_readable(db_path: Path) -> None:
         window = await store.logs(device.id, offset=0, limit=10, received_from=102.0, received_to=103.0)
         assert window == (logs[:1], 1)
         assert await store.logs(device.id, offset=5, limit=10) == ([], 2)
+        # Temporary logs go once they are old enough; persisted ones stay.
+        assert await store.purge_temporary_logs(103.0) == 0
+        assert await store.purge_temporary_logs(104.0, chunk=1) == 1
+        assert await store.logs(device.id, offset=0, limit=10) == (logs[:1], 1)
         stats = store.stats
         assert (stats.enqueued, stats.committed, stats.failed_batches) == (5, 5, 0)
         assert stats.batches >= 1

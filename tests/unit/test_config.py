@@ -21,6 +21,7 @@ from gateway.config import (
     MdnsConfig,
     MqttConfig,
     RateLimitConfig,
+    RetentionConfig,
     default_config,
     load,
     parse,
@@ -62,6 +63,7 @@ def test_defaults() -> None:
             external=ExternalBrokerConfig(host="127.0.0.1", port=1883, username="", password_file=""),
         ),
         mdns=MdnsConfig(enabled=True, hostname="enapter-gateway", interfaces=()),
+        retention=RetentionConfig(temporary_logs=3600.0),
     )
 
 
@@ -80,6 +82,7 @@ def test_example_sets_every_key() -> None:
         ("mqtt",): MqttConfig,
         ("mqtt", "external"): ExternalBrokerConfig,
         ("mdns",): MdnsConfig,
+        ("retention",): RetentionConfig,
     }
     for parts, section in sections.items():
         table: object = data
@@ -94,7 +97,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 25  # every key of every section
+    assert len(assignments) == 26  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -109,6 +112,7 @@ def test_empty_sections_are_defaults() -> None:
         "api": {"rate_limit": {}},
         "mqtt": {"external": {}},
         "mdns": {},
+        "retention": {},
     }
     assert parse(data, base_dir=BASE) == default_config(base_dir=BASE)
 
@@ -149,6 +153,7 @@ def test_every_key_set() -> None:
                 },
             },
             "mdns": {"enabled": False, "hostname": "gw-1", "interfaces": ["eth0", "wlan0"]},
+            "retention": {"temporary_logs": 60},
         },
         base_dir=BASE,
     )
@@ -180,6 +185,7 @@ def test_every_key_set() -> None:
     )
     assert isinstance(config.mqtt.online_window, float)
     assert config.mdns == MdnsConfig(enabled=False, hostname="gw-1", interfaces=("eth0", "wlan0"))
+    assert config.retention == RetentionConfig(temporary_logs=60.0)
 
 
 # --- Paths ---------------------------------------------------------------------------------------
@@ -258,6 +264,10 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
             'mqtt.external.port: expected an integer 1..65535, got "1883"',
         ),
         ({"mdns": {"enabled": 1}}, "mdns.enabled: expected true or false, got 1"),
+        (
+            {"retention": {"temporary_logs": 0}},
+            "retention.temporary_logs: expected a number of seconds > 0, got 0",
+        ),
         ({"mdns": {"enabled": "true"}}, 'mdns.enabled: expected true or false, got "true"'),
         ({"gateway": {"site_name": 5}}, "gateway.site_name: expected a string, got 5"),
         ({"gateway": {"site_name": "  "}}, "gateway.site_name: must not be empty"),
@@ -471,7 +481,7 @@ def test_unknown_keys_and_sections() -> None:
     }
 
 
-@pytest.mark.parametrize("section", ["gateway", "api", "mqtt", "mdns"])
+@pytest.mark.parametrize("section", ["gateway", "api", "mqtt", "mdns", "retention"])
 def test_section_that_is_not_a_table(section: str) -> None:
     assert problems_of({section: 5}) == (f"{section}: expected a table, got 5",)
 
@@ -607,7 +617,7 @@ KNOWN_KEYS = [
     "auth_failures",
     "tls_hostnames",
 ]
-SECTIONS = ["gateway", "api", "mqtt", "mdns"]
+SECTIONS = ["gateway", "api", "mqtt", "mdns", "retention"]
 
 json_values = st.recursive(
     st.none()
