@@ -29,12 +29,22 @@ STOP_DEADLINE_S = 15.0
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and never the same one twice.
+
+    The kernel may give a just-closed port out again at once, so two calls in a row (the API and
+    the MQTT port of one config) could otherwise collide.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def gateway_command(*args: str) -> list[str]:
