@@ -58,10 +58,12 @@ def endpoints() -> list[Endpoint]:
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
         Endpoint("GET", "/api/v3/telemetry/latest", telemetry.latest, Role.READONLY),
     ]
-    for prefix in ("/api/assets/v1", "/assets/v1"):
+    # Gateway 2.x (v1) APIs, under /api and at the root as the Go client calls them.
+    for root in ("/api", ""):
         table += [
-            Endpoint("GET", prefix + "/devices", assets_v1.list_devices, Role.READONLY),
-            Endpoint("GET", prefix + "/devices/{device}", assets_v1.get_device, Role.READONLY),
+            Endpoint("GET", root + "/assets/v1/devices", assets_v1.list_devices, Role.READONLY),
+            Endpoint("GET", root + "/assets/v1/devices/{device}", assets_v1.get_device, Role.READONLY),
+            Endpoint("GET", root + "/telemetry/v1/now", telemetry.v1_now, Role.READONLY),
         ]
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
     return table

@@ -202,6 +202,20 @@ def latest_telemetry(
     return body
 
 
+def current_values(values: Mapping[str, LatestValue], attributes: Sequence[str]) -> JsonObject:
+    """`{attribute: {"value", "timestamp"}}` for the attributes that have a value (all when empty)."""
+    return {
+        name: {"value": values[name].value, "timestamp": unix_seconds(values[name].timestamp)}
+        for name in attributes or sorted(values)
+        if name in values
+    }
+
+
+def not_found_problem(message: str, **details: str) -> JsonObject:
+    """An error-envelope item reported beside data (v1 APIs put `errors` next to what was found)."""
+    return {"code": "not_found", "message": message, "details": dict(details)}
+
+
 def log_entry(entry: LogEntry, received_at: float) -> JsonObject:
     """One device log line (`enapter-http-api.md` §7.3: the CLI reads `timestamp` as an integer)."""
     return {

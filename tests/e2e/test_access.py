@@ -45,6 +45,8 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/assets/v1/devices/{device}"): READ,
     ("GET", "/assets/v1/devices"): READ,
     ("GET", "/assets/v1/devices/{device}"): READ,
+    ("GET", "/api/telemetry/v1/now"): READ,
+    ("GET", "/telemetry/v1/now"): READ,
     ("GET", "/metrics"): None,
 }
 ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)

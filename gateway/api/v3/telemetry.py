@@ -1,4 +1,5 @@
-"""Telemetry (v3): the latest values, across devices and per device (`enapter-http-api.md` §7.1)."""
+"""Latest telemetry: v3 across devices and per device (`enapter-http-api.md` §7.1), and v1 `now`
+for Gateway 2.x clients (§10.2)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,34 @@ async def device_latest(request: web.Request) -> web.Response:
     values = await services.store.latest_telemetry(device.id)
     body = dto.latest_telemetry(values, attributes, now=services.clock(), relevance=relevance)
     return json_response({"telemetry": body})
+
+
+async def v1_now(request: web.Request) -> web.Response:
+    """GET /telemetry/v1/now?devices[<id>]=a,b (Gateway 2.x clients, `enapter-http-api.md` §10.2).
+
+    `{"devices": {id: {attribute: {"value", "timestamp"}}}}`: v1 has no relevance interval, so the
+    newest value is given however old; what does not exist is left out and named in `errors`.
+    """
+    selectors = params.latest_selectors(request.query)
+    site = await lookup.own_site(request)
+    store = request.app[SERVICES].store
+    devices: JsonObject = {}
+    problems: list[JsonObject] = []
+    for key, attributes in selectors.items():
+        device = await store.get_device(key)
+        if device is None or device.site_id != site.id:
+            problems.append(dto.not_found_problem(f"Device {key} not found.", device=key))
+            continue
+        values = await store.latest_telemetry(device.id)
+        devices[key] = dto.current_values(values, attributes)
+        problems += [
+            dto.not_found_problem(
+                f"Telemetry attribute {name} of device {key} not found.", device=key, attribute=name
+            )
+            for name in attributes
+            if name not in values
+        ]
+    body: JsonObject = {"devices": devices}
+    if problems:
+        body["errors"] = list(problems)
+    return json_response(body)
