@@ -151,20 +151,21 @@ class GatewayProcess:
         """Everything the daemon printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def cli_environment(self) -> dict[str, str]:
-        """The environment for running the CLI from this checkout."""
-        return {**os.environ, "PYTHONPATH": str(REPO)}
-
-    def create_token(self, role: str = "INSTALLER", name: str = "tests") -> str:
-        """`enapter-gateway token create`: the token is the last line of stdout."""
-        result = subprocess.run(
-            gateway_command("token", "create", "--role", role, "--name", name, "--config", str(self.config)),
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """`enapter-gateway <args> --config <this gateway's config>`, as an operator would run it."""
+        return subprocess.run(
+            gateway_command(*args, "--config", str(self.config)),
             capture_output=True,
             text=True,
             timeout=30,
-            check=True,
-            env=self.cli_environment(),
+            check=check,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
+
+    def create_token(self, role: str = "INSTALLER", name: str = "tests") -> str:
+        """`enapter-gateway token create`: the token is the last line of stdout."""
+        result = self.cli("token", "create", "--role", role, "--name", name, check=True)
         return result.stdout.strip().splitlines()[-1]
 
     def metrics(self) -> dict[str, float]:

@@ -7,7 +7,6 @@ someone decides who may call it.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from gateway.api.app import endpoints
 from gateway.model import Role
-from tests.gateway_process import GatewayProcess, gateway_command, write_config
+from tests.gateway_process import GatewayProcess, write_config
 
 READ, OWNER, INSTALLER = Role.READONLY, Role.OWNER, Role.INSTALLER
 DEVICES = "/api/v3/devices"
@@ -68,26 +67,9 @@ def unlimited(tmp_path: Path) -> Iterator[GatewayProcess]:
         assert gateway.stop() == 0, gateway.log()
 
 
-def revoke(gateway: GatewayProcess, token_id: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        gateway_command("token", "revoke", token_id, "--config", str(gateway.config)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=gateway.cli_environment(),
-    )
-
-
 def token_ids(gateway: GatewayProcess) -> dict[str, str]:
     """`token list` as {token name: id}."""
-    listing = subprocess.run(
-        gateway_command("token", "list", "--config", str(gateway.config)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-        env=gateway.cli_environment(),
-    ).stdout
+    listing = gateway.cli("token", "list", check=True).stdout
     rows = [line.split() for line in listing.splitlines()[1:]]
     return {row[-1]: row[0] for row in rows}
 
@@ -100,7 +82,7 @@ def test_every_route_for_no_token_a_revoked_token_and_each_role(unlimited: Gatew
     gateway = unlimited
     tokens = {role: gateway.create_token(role.value, name=role.value) for role in ROLES}
     revoked = gateway.create_token("VENDOR", name="revoked")
-    assert revoke(gateway, token_ids(gateway)["revoked"]).returncode == 0
+    assert gateway.cli("token", "revoke", token_ids(gateway)["revoked"]).returncode == 0
     base = f"http://127.0.0.1:{gateway.api_port}"
     with httpx.Client(base_url=base, timeout=10) as http:
         auth = {"X-Enapter-Auth-Token": tokens[READ]}

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -28,11 +27,9 @@ from gateway.runtime import DATABASE_FILE
 from gateway.tokens import RANDOM_BYTES, format_token
 from tests.e2e.test_ingest_faults import connect_once, device_client, properties_of, wait_until_dropped
 from tests.gateway_process import (
-    REPO,
     GatewayProcess,
     ProvisionedDevice,
     eventually,
-    gateway_command,
     provision,
 )
 
@@ -41,19 +38,6 @@ TOKEN_HEADER = "X-Enapter-Auth-Token"
 CONNACK_ACCEPTED = 0
 CONNACK_NOT_AUTHORISED = 5
 ADMIN_USERNAME = "gateway-admin"
-
-
-def run_cli(gateway: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """`enapter-gateway <args> --config <the gateway's config>`, as an operator would run it."""
-    return subprocess.run(
-        gateway_command(*args, "--config", str(gateway.config)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
 
 
 def _mqtt_string(text: str) -> bytes:
@@ -336,7 +320,7 @@ async def test_secrets_stay_out_of_logs_state_and_responses(
 
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         (token_id,) = db.execute("SELECT id FROM api_tokens WHERE role = 'INSTALLER'").fetchone()
-    listing = run_cli(gateway, "token", "list")
+    listing = gateway.cli("token", "list")
     assert listing.returncode == 0, listing.stderr
     assert _leaks(listing.stdout + listing.stderr, secrets) == []
     (row,) = [line for line in listing.stdout.splitlines() if token_id in line]
@@ -353,11 +337,11 @@ def test_a_token_revoked_from_the_cli_is_refused_at_once(gateway: GatewayProcess
     url = f"{gateway.base_url}/v3/devices"
     assert httpx.get(url, headers={TOKEN_HEADER: token}, timeout=5).status_code == 200
 
-    listing = run_cli(gateway, "token", "list")
+    listing = gateway.cli("token", "list")
     assert listing.returncode == 0, listing.stderr
     (row,) = [line for line in listing.stdout.splitlines() if " OWNER " in line]
     token_id = row.split()[0]
-    revoked = run_cli(gateway, "token", "revoke", token_id)
+    revoked = gateway.cli("token", "revoke", token_id)
     assert revoked.returncode == 0, revoked.stderr
     assert token_id in revoked.stdout
 
@@ -365,6 +349,6 @@ def test_a_token_revoked_from_the_cli_is_refused_at_once(gateway: GatewayProcess
     assert refused.status_code == 403
     assert refused.json()["errors"][0]["code"] == "invalid_header"
 
-    unknown = run_cli(gateway, "token", "revoke", str(uuid.uuid4()))
+    unknown = gateway.cli("token", "revoke", str(uuid.uuid4()))
     assert unknown.returncode == EX_DATAERR
     assert "no token" in unknown.stderr
