@@ -198,17 +198,17 @@ def latest_telemetry(
         elif now - found.timestamp > relevance:
             body[attribute] = {"warning": ATTRIBUTE_OUTDATED}
         else:
-            body[attribute] = {"value": found.value, "timestamp": unix_seconds(found.timestamp)}
+            body[attribute] = _datapoint(found)
     return body
+
+
+def _datapoint(found: LatestValue) -> JsonObject:
+    return {"value": found.value, "timestamp": unix_seconds(found.timestamp)}
 
 
 def current_values(values: Mapping[str, LatestValue], attributes: Sequence[str]) -> JsonObject:
     """`{attribute: {"value", "timestamp"}}` for the attributes that have a value (all when empty)."""
-    return {
-        name: {"value": values[name].value, "timestamp": unix_seconds(values[name].timestamp)}
-        for name in attributes or sorted(values)
-        if name in values
-    }
+    return {name: _datapoint(values[name]) for name in attributes or sorted(values) if name in values}
 
 
 def not_found_problem(message: str, **details: str) -> JsonObject:

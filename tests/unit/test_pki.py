@@ -417,18 +417,25 @@ def echo(tls: ssl.SSLSocket) -> bytes:
     return tls.recv(1)
 
 
+def accepted_common_name(
+    server: ssl.SSLContext, client: ssl.SSLContext, socket_pair: tuple[socket.socket, socket.socket]
+) -> str:
+    """Run a handshake that must succeed; the client CN the server saw."""
+    server_raw, client_raw = socket_pair
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        served = pool.submit(serve_once, server, server_raw)
+        with client.wrap_socket(client_raw, do_handshake_on_connect=False) as tls:
+            assert echo(tls) == b"x"
+        return served.result(timeout=HANDSHAKE_TIMEOUT)
+
+
 def test_sdk_client_handshakes_with_a_device_certificate(
     tmp_path: Path, ca: KeyPair, socket_pair: tuple[socket.socket, socket.socket]
 ) -> None:
     device = pki.issue_device(ca, HW, datetime.now(UTC))
     server = server_context(tmp_path, ca)
     client = sdk_client_context(tmp_path, ca, device.pair)
-    server_raw, client_raw = socket_pair
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        served = pool.submit(serve_once, server, server_raw)
-        with client.wrap_socket(client_raw, do_handshake_on_connect=False) as tls:
-            assert echo(tls) == b"x"
-        assert served.result(timeout=HANDSHAKE_TIMEOUT) == HW
+    assert accepted_common_name(server, client, socket_pair) == HW
 
 
 def test_revoked_device_certificate_is_refused(
@@ -461,9 +468,4 @@ def test_device_not_on_the_crl_still_connects(
     crl = pki.build_crl(ca, [Revocation(device.serial + 1, now)], now)
     server = server_context(tmp_path, ca, crl)
     client = sdk_client_context(tmp_path, ca, device.pair)
-    server_raw, client_raw = socket_pair
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        served = pool.submit(serve_once, server, server_raw)
-        with client.wrap_socket(client_raw, do_handshake_on_connect=False) as tls:
-            assert echo(tls) == b"x"
-        assert served.result(timeout=HANDSHAKE_TIMEOUT) == HW
+    assert accepted_common_name(server, client, socket_pair) == HW
