@@ -84,6 +84,42 @@ class CommandResponseState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     ERROR = "ERROR"
 
+    @property
+    def execution_state(self) -> ExecutionState:
+        """What a response in this state makes of its execution (`enapter-http-api.md` §6)."""
+        if self is CommandResponseState.SUCCEEDED:
+            return ExecutionState.SUCCESS
+        if self is CommandResponseState.ERROR:
+            return ExecutionState.ERROR
+        return ExecutionState.IN_PROGRESS
+
+
+class ExecutionState(enum.StrEnum):
+    """`execution.state` (python-sdk `ExecutionState`)."""
+
+    NEW = "NEW"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    TIMEOUT = "TIMEOUT"
+    UNSYNC = "UNSYNC"
+
+    @property
+    def terminal(self) -> bool:
+        """No response changes an execution in this state any more."""
+        return self not in (ExecutionState.NEW, ExecutionState.IN_PROGRESS)
+
+
+class SeriesKind(enum.StrEnum):
+    """The JSON type of a series' values, as `X-Enapter-Timeseries-Data-Types` words where possible."""
+
+    FLOAT = "float"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    STRING = "string"
+    STRING_ARRAY = "string_array"
+    JSON = "json"
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelRef:
@@ -176,3 +212,42 @@ class ApiToken:
     role: Role
     created_at: float
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResponse:
+    """One response to a command execution, from the device or from the gateway itself."""
+
+    state: CommandResponseState
+    payload: Mapping[str, JsonValue]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandExecution:
+    """A command sent to a device, with every response so far (oldest first)."""
+
+    id: str
+    device_id: str
+    name: str
+    # The canonical name from the manifest; the requested name until manifests are known.
+    manifest_name: str
+    arguments: Mapping[str, JsonValue]
+    ephemeral: bool
+    state: ExecutionState
+    created_at: float
+    responses: tuple[ExecutionResponse, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """An aggregate of one or more stored values of one series (a raw value is one with count 1)."""
+
+    start: float  # time of the value, or start of the rollup bucket
+    count: int  # values of any type
+    num_count: int  # numeric values (booleans as 0/1) among them
+    total: float  # sum of the numeric values (0.0 if none)
+    low: float | None  # min numeric value, None if num_count == 0
+    high: float | None  # max numeric value
+    last: JsonValue  # the newest value, decoded
+    last_ts: float  # its timestamp

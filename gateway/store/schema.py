@@ -129,7 +129,126 @@ CREATE TABLE device_certificates (
 CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+# Command executions, and telemetry history keyed by series with 1-minute and 1-hour rollups.
+#
+# telemetry_raw.value keeps the value's own SQLite type (column type ANY): integers and booleans
+# (0/1) as INTEGER, numbers as REAL, strings as TEXT, arrays and objects as compact JSON in a BLOB
+# so they cannot be mistaken for strings. The series' `kind` (of its newest value) tells booleans
+# from integers. Rollups are merged into by every write batch, so they never lag the raw rows.
+_ROLLUP_COLUMNS = """
+    series_id INTEGER NOT NULL REFERENCES telemetry_series (id) ON DELETE CASCADE,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    -- numeric values (booleans as 0/1) among them, their sum, min and max
+    num_count INTEGER NOT NULL,
+    total REAL NOT NULL,
+    low REAL,
+    high REAL,
+    last ANY,
+    last_ts REAL NOT NULL,
+    PRIMARY KEY (series_id, bucket)
+"""
+_V3_TABLES: Final = f"""
+CREATE TABLE command_executions (
+    id TEXT PRIMARY KEY NOT NULL,
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    manifest_name TEXT NOT NULL,
+    arguments_json TEXT NOT NULL,
+    ephemeral INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) STRICT;
+CREATE INDEX command_executions_by_device ON command_executions (device_id, created_at);
+CREATE INDEX command_executions_by_time ON command_executions (created_at);
+CREATE INDEX command_executions_open ON command_executions (state)
+    WHERE state IN ('NEW', 'IN_PROGRESS');
+
+CREATE TABLE telemetry_series (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    attribute TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    UNIQUE (device_id, attribute)
+) STRICT;
+
+CREATE TABLE telemetry_raw (
+    series_id INTEGER NOT NULL REFERENCES telemetry_series (id) ON DELETE CASCADE,
+    timestamp REAL NOT NULL,
+    value ANY NOT NULL
+) STRICT;
+CREATE INDEX telemetry_raw_by_series ON telemetry_raw (series_id, timestamp);
+
+CREATE TABLE telemetry_1m ({_ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
+CREATE TABLE telemetry_1h ({_ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
+
+INSERT INTO telemetry_series (device_id, attribute, kind)
+    SELECT device_id, attribute,
+        CASE json_type(max_by_time.value_json)
+            WHEN 'integer' THEN 'integer' WHEN 'real' THEN 'float'
+            WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean'
+            WHEN 'text' THEN 'string' WHEN 'array' THEN 'string_array' ELSE 'json' END
+    FROM (SELECT device_id, attribute, value_json, max(timestamp) FROM telemetry_history
+          GROUP BY device_id, attribute) AS max_by_time;
+INSERT INTO telemetry_raw (series_id, timestamp, value)
+    SELECT s.id, h.timestamp,
+        CASE json_type(h.value_json)
+            WHEN 'integer' THEN CAST(h.value_json AS INTEGER) WHEN 'real' THEN CAST(h.value_json AS REAL)
+            WHEN 'true' THEN 1 WHEN 'false' THEN 0 WHEN 'text' THEN h.value_json ->> '$'
+            ELSE CAST(h.value_json AS BLOB) END
+    FROM telemetry_history AS h
+    JOIN telemetry_series AS s ON s.device_id = h.device_id AND s.attribute = h.attribute
+    ORDER BY h.rowid;
+DROP TABLE telemetry_history;
+"""
+
+
+ROLLUPS: Final[tuple[tuple[str, int], ...]] = (("telemetry_1m", 60), ("telemetry_1h", 3600))
+"""Rollup tables and their bucket size in seconds, finest first."""
+
+
+def rollup_sql(table: str, size: int, rows: str) -> str:
+    """Merge the raw rows selected by `rows` (a condition on telemetry_raw) into a rollup table.
+
+    Buckets are floor(timestamp / size) * size, in integer arithmetic (SQLite may lack floor()).
+    `last` is the value with the greatest timestamp (then rowid) in the bucket.
+    """
+    floor = "(CAST(timestamp AS INTEGER) - (timestamp < CAST(timestamp AS INTEGER)))"
+    return f"""
+INSERT INTO {table} (series_id, bucket, count, num_count, total, low, high, last, last_ts)
+SELECT series_id, bucket, count(*), count(num), total(num), min(num), max(num), max(newest),
+    max(timestamp)
+FROM (
+    SELECT series_id, timestamp, bucket, num,
+        last_value(value) OVER (PARTITION BY series_id, bucket ORDER BY timestamp, rowid
+            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS newest
+    FROM (
+        SELECT rowid, series_id, timestamp, value,
+            {floor} - (({floor} % {size:d}) + {size:d}) % {size:d} AS bucket,
+            CASE WHEN typeof(value) IN ('integer', 'real') THEN value END AS num
+        FROM telemetry_raw WHERE {rows}
+    )
+)
+WHERE true
+GROUP BY series_id, bucket
+ON CONFLICT (series_id, bucket) DO UPDATE SET
+    count = count + excluded.count,
+    num_count = num_count + excluded.num_count,
+    total = total + excluded.total,
+    low = CASE WHEN excluded.low IS NOT NULL AND (low IS NULL OR excluded.low < low)
+        THEN excluded.low ELSE low END,
+    high = CASE WHEN excluded.high IS NOT NULL AND (high IS NULL OR excluded.high > high)
+        THEN excluded.high ELSE high END,
+    last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+    last_ts = max(last_ts, excluded.last_ts)
+"""
+
+
+# The history moved over by _V3 is rolled up once, in the same migration.
+_V3: Final = _V3_TABLES + "".join(rollup_sql(table, size, "true") + ";" for table, size in ROLLUPS)
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""
 
 TARGET_VERSION: Final[int] = len(MIGRATIONS)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import aiosqlite
 
@@ -36,6 +36,7 @@ from gateway.model import (
     ApiToken,
     ChannelRef,
     CommandResponse,
+    CommandResponseState,
     CommunicationType,
     Device,
     DeviceMessage,
@@ -44,13 +45,16 @@ from gateway.model import (
     LatestValue,
     LogEntry,
     LogSeverity,
+    Partial,
     Properties,
     Role,
+    SeriesKind,
     Site,
     Telemetry,
 )
 from gateway.slugs import slugify
-from gateway.store.schema import MIGRATIONS, TARGET_VERSION
+from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_sql
+from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
 
 logger = logging.getLogger("gateway.store")
 
@@ -168,8 +172,8 @@ def _load(text: str) -> JsonValue:
 class _BatchRows:
     """One batch of queued messages turned into rows, aggregated where only the newest counts."""
 
-    # (device_id, attribute, timestamp, value_json)
-    history: list[tuple[str, str, float, str]] = field(default_factory=list)
+    # (device_id, attribute, kind, timestamp, stored value)
+    history: list[tuple[str, str, SeriesKind, float, SqlValue]] = field(default_factory=list)
     # (device_id, attribute) -> (value_json, timestamp); the newest timestamp wins, ties: last.
     latest: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     # device_id -> (alerts_json, timestamp) of its newest telemetry in the batch.
@@ -193,9 +197,13 @@ class _BatchRows:
             case Telemetry(timestamp=ts, values=values, alerts=alerts):
                 encoded = [(name, value, _dump(value)) for name, value in values.items()]
                 alerts_json = _dump(list(alerts or ()))
-                for name, value, text in encoded:
-                    if value is not None:
-                        self.history.append((device_id, name, ts, text))
+                history = [
+                    (device_id, name, kind_of(value), ts, to_sql(value))
+                    for name, value, _ in encoded
+                    if value is not None
+                ]
+                self.history += history
+                for name, _, text in encoded:
                     known = self.latest.get((device_id, name))
                     if known is None or ts >= known[1]:
                         self.latest[(device_id, name)] = (text, ts)
@@ -226,6 +234,10 @@ class _BatchRows:
             self.logs = [r for r in self.logs if r[0] in known]
             self.responses = [r for r in self.responses if r[0] in known]
         return skipped
+
+
+# (device_id, attribute) -> (telemetry_series.id, kind)
+_SeriesIds: TypeAlias = dict[tuple[str, str], tuple[int, SeriesKind]]
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -328,6 +340,20 @@ async def _revoke_certificates(db: aiosqlite.Connection, device_id: str, now: fl
     )
 
 
+def _raw_partial(timestamp: float, value: SqlValue, kind: SeriesKind) -> Partial:
+    number = float(value) if isinstance(value, int | float) else None
+    return Partial(
+        start=timestamp,
+        count=1,
+        num_count=0 if number is None else 1,
+        total=number or 0.0,
+        low=number,
+        high=number,
+        last=from_sql(value, kind),
+        last_ts=timestamp,
+    )
+
+
 def _id_list(ids: Collection[str]) -> str:
     """A JSON array parameter, expanded in SQL by `json_each`: one bound value for any count."""
     return _dump(list(ids))
@@ -360,6 +386,8 @@ class Store:
         self._closing = False
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        # (device_id, attribute) -> (series id, kind), as committed; filled as batches need it.
+        self._series: _SeriesIds = {}
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -525,7 +553,9 @@ class Store:
         try:
             async with self._transaction(durable=False) as db:
                 skipped = rows.keep_only(await self._existing_devices(db, rows.items_per_device))
-                await self._write_rows(db, rows)
+                changed_series = await self._write_rows(db, rows)
+            # Only now: a rolled-back batch must not leave ids of series that do not exist.
+            self._series.update(changed_series)
         except sqlite3.Error as exc:
             self._counters.failed_batches += 1
             self._counters.dropped_write_failed += accepted
@@ -550,13 +580,11 @@ class Store:
         )
         return {str(row["id"]) for row in rows}
 
-    async def _write_rows(self, db: aiosqlite.Connection, rows: _BatchRows) -> None:
+    async def _write_rows(self, db: aiosqlite.Connection, rows: _BatchRows) -> _SeriesIds:
+        """Write one batch; returns the series ids it created or changed (for after COMMIT)."""
+        changed_series: _SeriesIds = {}
         if rows.history:
-            await db.executemany(
-                "INSERT INTO telemetry_history (device_id, attribute, timestamp, value_json)"
-                " VALUES (?, ?, ?, ?)",
-                rows.history,
-            )
+            changed_series = await self._write_history(db, rows.history)
         if rows.latest:
             await db.executemany(
                 "INSERT INTO telemetry_latest (device_id, attribute, value_json, timestamp)"
@@ -598,6 +626,53 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows.responses,
             )
+            await self._apply_responses(db, rows.responses)
+        return changed_series
+
+    async def _write_history(
+        self, db: aiosqlite.Connection, history: list[tuple[str, str, SeriesKind, float, SqlValue]]
+    ) -> _SeriesIds:
+        """Insert raw values under their series (creating series as needed) and merge the new
+        rows into every rollup, all inside the batch's transaction."""
+        newest_kind: dict[tuple[str, str], SeriesKind] = {}
+        for device_id, attribute, kind, _, _ in history:
+            newest_kind[(device_id, attribute)] = kind
+        changed: _SeriesIds = {}
+        for key, kind in newest_kind.items():
+            known = self._series.get(key)
+            if known is None or known[1] is not kind:
+                rows = await db.execute_fetchall(
+                    "INSERT INTO telemetry_series (device_id, attribute, kind) VALUES (?, ?, ?)"
+                    " ON CONFLICT (device_id, attribute) DO UPDATE SET kind = excluded.kind"
+                    " RETURNING id",
+                    (*key, kind.value),
+                )
+                changed[key] = (int(next(iter(rows))["id"]), kind)
+        ids = {key: (changed.get(key) or self._series[key])[0] for key in newest_kind}
+        (before,) = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM telemetry_raw")
+        await db.executemany(
+            "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)",
+            [(ids[(d, a)], ts, value) for d, a, _, ts, value in history],
+        )
+        for table, size in ROLLUPS:
+            await db.execute(rollup_sql(table, size, "rowid > ?"), (before[0],))
+        return changed
+
+    async def _apply_responses(
+        self, db: aiosqlite.Connection, responses: list[tuple[str, str, str, str, float]]
+    ) -> None:
+        """Move each response's execution on, unless it already ended (e.g. timed out).
+
+        A device can only answer its own executions.
+        """
+        await db.executemany(
+            "UPDATE command_executions SET state = ?, updated_at = ?"
+            " WHERE id = ? AND device_id = ? AND state IN ('NEW', 'IN_PROGRESS')",
+            [
+                (CommandResponseState(state).execution_state.value, received_at, execution_id, device_id)
+                for device_id, execution_id, state, _, received_at in responses
+            ],
+        )
 
     async def _merge_properties(
         self,
@@ -824,6 +899,8 @@ class Store:
                 raise ValueError("the gateway device cannot be deleted")
             await _revoke_certificates(db, device_id, self._clock())
             await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        # Its series went with it (cascade); a cached id would make every later batch fail.
+        self._series = {key: value for key, value in self._series.items() if key[0] != device_id}
         return True
 
     async def set_credential(
@@ -1025,6 +1102,51 @@ class Store:
             (device_id,),
         )
         return {row["attribute"]: LatestValue(_load(row["value_json"]), row["timestamp"]) for row in rows}
+
+    async def series(self, device_id: str, attributes: Collection[str]) -> dict[str, tuple[int, SeriesKind]]:
+        """The id and kind of each of the device's telemetry series among `attributes`."""
+        rows = await self._fetch(
+            "SELECT attribute, id, kind FROM telemetry_series WHERE device_id = ?"
+            " AND attribute IN (SELECT value FROM json_each(?))",
+            (device_id, _id_list(attributes)),
+        )
+        return {row["attribute"]: (row["id"], SeriesKind(row["kind"])) for row in rows}
+
+    async def history(
+        self, series_id: int, kind: SeriesKind, *, start: float, end: float, granularity: int
+    ) -> list[Partial]:
+        """Values of one series in [start, end), from the coarsest table whose buckets divide
+        `granularity` (raw values when none does), oldest first.
+
+        A rollup bucket counts as inside when its start is: callers align `start` and `end` to
+        the granularity so that raw and rolled-up answers agree.
+        """
+        table = next((t for t, size in reversed(ROLLUPS) if granularity % size == 0), None)
+        if table is None:
+            rows = await self._fetch(
+                "SELECT timestamp, value FROM telemetry_raw WHERE series_id = ?"
+                " AND timestamp >= ? AND timestamp < ? ORDER BY timestamp, rowid",
+                (series_id, start, end),
+            )
+            return [_raw_partial(row["timestamp"], row["value"], kind) for row in rows]
+        rows = await self._fetch(
+            "SELECT bucket, count, num_count, total, low, high, last, last_ts"
+            f" FROM {table} WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+            (series_id, start, end),
+        )
+        return [
+            Partial(
+                start=row["bucket"],
+                count=row["count"],
+                num_count=row["num_count"],
+                total=row["total"],
+                low=row["low"],
+                high=row["high"],
+                last=from_sql(row["last"], kind),
+                last_ts=row["last_ts"],
+            )
+            for row in rows
+        ]
 
     async def last_seen(self, device_ids: Collection[str]) -> dict[str, float]:
         """When each device's last message arrived (gateway clock); absent if never."""

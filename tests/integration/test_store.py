@@ -492,7 +492,10 @@ async def test_latest_telemetry_keeps_the_newest_timestamp(db_path: Path) -> Non
         # alerts=None means "no alerts" for the newest telemetry.
         assert await store.raised_alerts([device.id]) == {device.id: []}
     # History keeps every row, whatever the order.
-    assert raw(db_path, "SELECT count(*) FROM telemetry_history WHERE attribute = 't'") == [(2,)]
+    assert raw(
+        db_path,
+        "SELECT count(*) FROM telemetry_raw JOIN telemetry_series ON id = series_id WHERE attribute = 't'",
+    ) == [(2,)]
 
 
 async def test_null_telemetry_is_latest_but_not_history(db_path: Path) -> None:
@@ -505,11 +508,11 @@ async def test_null_telemetry_is_latest_but_not_history(db_path: Path) -> None:
             "a": LatestValue(None, 2.0),
             "b": LatestValue("y", 2.0),
         }
-    assert raw(db_path, "SELECT attribute, timestamp, value_json FROM telemetry_history ORDER BY rowid") == [
-        ("a", 1.0, "1.0"),
-        ("b", 1.0, '"x"'),
-        ("b", 2.0, '"y"'),
-    ]
+    assert raw(
+        db_path,
+        "SELECT attribute, timestamp, value FROM telemetry_raw JOIN telemetry_series ON id = series_id"
+        " ORDER BY telemetry_raw.rowid",
+    ) == [("a", 1.0, 1.0), ("b", 1.0, "x"), ("b", 2.0, "y")]
 
 
 async def test_full_queue_refuses_and_counts(db_path: Path) -> None:
@@ -549,7 +552,7 @@ async def test_closing_commits_everything_queued(db_path: Path) -> None:
         assert await store.last_seen([device.id]) == {device.id: 1499.0}
         # Closed stores refuse new items.
     assert not store.enqueue(ingested(device, telemetry(1.0, {"i": 0})))
-    assert raw(db_path, "SELECT count(*) FROM telemetry_history") == [(500,)]
+    assert raw(db_path, "SELECT count(*) FROM telemetry_raw") == [(500,)]
 
 
 async def test_unknown_and_deleted_devices_do_not_break_the_batch(db_path: Path) -> None:

@@ -1,0 +1,125 @@
+"""Telemetry history in the store: series, raw values, rollups kept current by every batch, the
+table a query reads from, and the migration of the old history table."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.model import JsonValue, Partial, SeriesKind
+from gateway.store.schema import MIGRATIONS
+from gateway.store.store import Store
+from tests.integration.test_store import add_device, db_path, ingested, raw, telemetry
+
+__all__ = ["db_path"]  # a fixture, used by name
+
+
+async def store_values(
+    store: Store, device_id: str, points: list[tuple[float, dict[str, JsonValue]]]
+) -> None:
+    for ts, values in points:
+        assert store.enqueue(ingested(device_id, telemetry(ts, values)))
+    await store.flush()
+
+
+async def test_values_keep_their_types(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        values: dict[str, JsonValue] = {
+            "f": 1.5,
+            "i": 7,
+            "b": True,
+            "s": '["looks like json"]',
+            "a": ["x", "y"],
+            "j": {"k": [1, 2]},
+            "big": 2**70,
+        }
+        await store_values(store, device.id, [(60.0, values)])
+        series = await store.series(device.id, [*values, "missing"])
+        assert {name: kind for name, (_, kind) in series.items()} == {
+            "f": SeriesKind.FLOAT,
+            "i": SeriesKind.INTEGER,
+            "b": SeriesKind.BOOLEAN,
+            "s": SeriesKind.STRING,
+            "a": SeriesKind.STRING_ARRAY,
+            "j": SeriesKind.JSON,
+            "big": SeriesKind.FLOAT,
+        }
+        for name, expected in values.items():
+            series_id, kind = series[name]
+            (point,) = await store.history(series_id, kind, start=0, end=120, granularity=1)
+            assert point.last == (float(2**70) if name == "big" else expected)
+            assert type(point.last) is (float if name == "big" else type(expected))
+
+
+async def test_rollups_merge_across_batches_and_late_values(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        # Three batches; the last one carries a value older than what is stored (a late arrival).
+        await store_values(store, device.id, [(3600.0, {"t": 1}), (3610.0, {"t": 5, "s": "a"})])
+        await store_values(store, device.id, [(3670.0, {"t": 2}), (3700.0, {"t": 4, "s": "b"})])
+        await store_values(store, device.id, [(3605.0, {"t": -3})])
+        series = await store.series(device.id, ["t", "s"])
+        t_id, t_kind = series["t"]
+        minutes = await store.history(t_id, t_kind, start=3600, end=3720, granularity=60)
+        assert minutes == [
+            Partial(start=3600, count=3, num_count=3, total=3.0, low=-3.0, high=5.0, last=5, last_ts=3610.0),
+            Partial(start=3660, count=2, num_count=2, total=6.0, low=2.0, high=4.0, last=4, last_ts=3700.0),
+        ]
+        (hour,) = await store.history(t_id, t_kind, start=3600, end=7200, granularity=3600)
+        assert hour == Partial(
+            start=3600, count=5, num_count=5, total=9.0, low=-3.0, high=5.0, last=4, last_ts=3700.0
+        )
+        # 120 s buckets are read from the 1-minute table; 90 s ones need the raw values.
+        assert len(await store.history(t_id, t_kind, start=3600, end=3720, granularity=120)) == 2
+        assert len(await store.history(t_id, t_kind, start=3600, end=3720, granularity=90)) == 5
+        s_id, s_kind = series["s"]
+        (strings,) = await store.history(s_id, s_kind, start=0, end=7200, granularity=3600)
+        assert (strings.count, strings.num_count, strings.low, strings.last) == (2, 0, None, "b")
+
+
+async def test_a_failed_batch_does_not_leave_unknown_series(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        other = await add_device(store, "Other")
+        await store_values(store, device.id, [(1.0, {"t": 1})])
+        assert await store.delete_device(device.id)
+        # The deleted device's series ids are gone from the cache: the next batch still commits.
+        await store_values(store, other.id, [(2.0, {"t": 2})])
+        assert store.stats.failed_batches == 0
+        assert raw(db_path, "SELECT count(*) FROM telemetry_raw") == [(1,)]
+
+
+async def test_version_2_history_is_moved_and_rolled_up(db_path: Path) -> None:
+    db_path.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO site VALUES ('s', 'Home', 'UTC', 0, 0)")
+        db.execute(
+            "INSERT INTO devices (id, site_id, name, slug, type, blueprint_id, created_at, updated_at)"
+            " VALUES ('d', 's', 'D', 'd', 'STANDALONE', 'b', 0, 0)"
+        )
+        db.executemany(
+            "INSERT INTO telemetry_history VALUES ('d', ?, ?, ?)",
+            [("t", 60.0, "1"), ("t", 70.0, "2.5"), ("on", 60.0, "true"), ("n", 61.0, '"x"')],
+        )
+    async with Store.open(db_path) as store:
+        series = await store.series("d", ["t", "on", "n"])
+        assert {name: kind for name, (_, kind) in series.items()} == {
+            "t": SeriesKind.FLOAT,
+            "on": SeriesKind.BOOLEAN,
+            "n": SeriesKind.STRING,
+        }
+        t_id, t_kind = series["t"]
+        (minute,) = await store.history(t_id, t_kind, start=0, end=3600, granularity=60)
+        assert (minute.count, minute.total, minute.last) == (2, 3.5, 2.5)
+        on_id, on_kind = series["on"]
+        (point,) = await store.history(on_id, on_kind, start=0, end=3600, granularity=1)
+        assert point.last is True
+    with pytest.raises(sqlite3.OperationalError):
+        raw(db_path, "SELECT * FROM telemetry_history")
