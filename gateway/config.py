@@ -40,6 +40,9 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+_DAY = 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """``[gateway]``: where state lives and how the single site is presented."""
@@ -111,6 +114,17 @@ class RetentionConfig:
     """``[retention]``: how long stored data is kept."""
 
     temporary_logs: float  # seconds to keep logs a device sent with `persist: false`
+    telemetry_raw: float  # seconds to keep every telemetry value
+    telemetry_1m: float  # seconds to keep the 1-minute rollups
+    telemetry_1h: float  # seconds to keep the 1-hour rollups
+    max_database_mb: int  # oldest telemetry goes first past this size; 0 = no limit
+
+
+@dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    """``[commands]``: command executions."""
+
+    timeout: float  # seconds until an execution with no final answer becomes TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +136,7 @@ class Config:
     mqtt: MqttConfig
     mdns: MdnsConfig
     retention: RetentionConfig
+    commands: CommandsConfig
 
 
 def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
@@ -190,14 +205,26 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
     table.finish()
 
     table = root.table("retention")
-    retention = RetentionConfig(temporary_logs=_seconds(table, "temporary_logs", 3600.0))
+    retention = RetentionConfig(
+        temporary_logs=_seconds(table, "temporary_logs", 3600.0),
+        telemetry_raw=_seconds(table, "telemetry_raw", 7 * _DAY),
+        telemetry_1m=_seconds(table, "telemetry_1m", 90 * _DAY),
+        telemetry_1h=_seconds(table, "telemetry_1h", 3650 * _DAY),
+        max_database_mb=_count(table, "max_database_mb", 2048),
+    )
+    table.finish()
+
+    table = root.table("commands")
+    # python-sdk's HTTP client waits 5 s for an answer (httpx's default); a blocking
+    # execute_command must answer before that, TIMEOUT included.
+    commands = CommandsConfig(timeout=_seconds(table, "timeout", 4.0))
     table.finish()
 
     root.finish(kind="section")
 
     if problems:
         raise ConfigError(problems)
-    return Config(gateway=gateway, api=api, mqtt=mqtt, mdns=mdns, retention=retention)
+    return Config(gateway=gateway, api=api, mqtt=mqtt, mdns=mdns, retention=retention, commands=commands)
 
 
 def default_config(*, base_dir: Path) -> Config:

@@ -22,8 +22,9 @@ from pathlib import Path
 from gateway.api.app import serve
 from gateway.api.dto import TimeSync
 from gateway.api.services import DeviceEndpoint, Services
-from gateway.config import Config, ConfigError, ExternalBrokerConfig
-from gateway.model import Device, MqttProtocol
+from gateway.commands import Commands
+from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
+from gateway.model import Connectivity, Device, MqttProtocol
 from gateway.mqtt import dynsec
 from gateway.mqtt.accounts import CertificateIssuer, DeviceAccounts
 from gateway.mqtt.authority import Authority, keep_fresh, server_names
@@ -42,6 +43,7 @@ DATABASE_FILE = "gateway.sqlite3"
 TIME_SYNC_PROTOCOL = "NTP"
 TIME_SYNC_PORT = 123
 RETENTION_CHECK_S = 60.0
+EPHEMERAL_EXECUTIONS_S = 86400.0
 
 
 class _StopRequested(Exception):
@@ -150,6 +152,15 @@ async def run(config: Config) -> None:
                 LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
             ingest = Ingest(endpoint, store, presence)
             ingest.register(await all_devices(store))
+            commands = Commands(
+                store,
+                ingest.publish,
+                lambda device: (
+                    presence.status(device.hardware_id, time.time(), seen_before=False) is Connectivity.ONLINE
+                ),
+                timeout=config.commands.timeout,
+            )
+            ingest.listeners.append(commands.on_ingested)
             issuer = None
             if broker is not None and authority is not None:
                 issuer = CertificateIssuer(authority=authority, reload=broker.reload)
@@ -157,6 +168,7 @@ async def run(config: Config) -> None:
                 store=store,
                 presence=presence,
                 ingest=ingest,
+                commands=commands,
                 accounts=DeviceAccounts(store, BrokerAdmin(endpoint), issuer),
                 device_endpoint=device_endpoint(config, mqtts=issuer is not None),
                 broker_restarts=lambda: 0 if broker is None else broker.restarts,
@@ -176,9 +188,8 @@ async def run(config: Config) -> None:
                         name="certificate-renewal",
                     )
                 group.create_task(ingest.run(), name="ingest")
-                group.create_task(
-                    purge_temporary_logs(store, config.retention.temporary_logs), name="retention"
-                )
+                group.create_task(commands.run(), name="command-timeouts")
+                group.create_task(retention(store, config.retention), name="retention")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
     except* _StopRequested:
         LOG.info("stopped")
@@ -194,16 +205,19 @@ async def _serve_until_stopped(services: Services, config: Config, stop: asyncio
     raise _StopRequested
 
 
-async def purge_temporary_logs(store: Store, keep_for: float) -> None:
-    """Delete temporary device logs (`persist: false`) once they are `keep_for` seconds old."""
+async def retention(store: Store, keep: RetentionConfig) -> None:
+    """Delete what is past its retention: temporary device logs (`persist: false`), ephemeral
+    command executions (after a day, `enapter-http-api.md` §3.3)."""
     while True:
+        now = time.time()
         try:
-            deleted = await store.purge_temporary_logs(time.time() - keep_for)
+            logs = await store.purge_temporary_logs(now - keep.temporary_logs)
+            executions = await store.purge_ephemeral_executions(now - EPHEMERAL_EXECUTIONS_S)
         except sqlite3.Error as exc:  # e.g. a full disk: try again next round, ingest goes on
-            LOG.error("could not delete old temporary logs: %s", exc)
+            LOG.error("could not delete old data: %s", exc)
         else:
-            if deleted:
-                LOG.debug("deleted %d temporary device logs", deleted)
+            if logs or executions:
+                LOG.debug("deleted %d temporary logs, %d ephemeral executions", logs, executions)
         await asyncio.sleep(RETENTION_CHECK_S)
 
 

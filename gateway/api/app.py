@@ -20,7 +20,7 @@ from gateway.api import assets_v1, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import devices, logs, provisioning, sites, telemetry
+from gateway.api.v3 import commands, devices, logs, provisioning, sites, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -50,6 +50,25 @@ def endpoints() -> list[Endpoint]:
             ),
             Endpoint("GET", prefix + "/devices/{device}/telemetry", telemetry.device_latest, Role.READONLY),
             Endpoint("GET", prefix + "/devices/{device}/logs", logs.device_logs, Role.READONLY),
+            # USER is the default `access_level` of a manifest command (§6).
+            Endpoint(
+                "POST", prefix + "/devices/{device}/execute_command", commands.execute_command, Role.USER
+            ),
+            Endpoint(
+                "POST", prefix + "/devices/{device}/command_executions", commands.create_execution, Role.USER
+            ),
+            Endpoint(
+                "GET",
+                prefix + "/devices/{device}/command_executions",
+                commands.list_device_executions,
+                Role.READONLY,
+            ),
+            Endpoint(
+                "GET",
+                prefix + "/devices/{device}/command_executions/{execution_id}",
+                commands.get_execution,
+                Role.READONLY,
+            ),
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
@@ -57,6 +76,9 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
         Endpoint("GET", "/api/v3/telemetry/latest", telemetry.latest, Role.READONLY),
+        Endpoint(
+            "GET", "/api/v3/sites/{site_id}/commands/executions", commands.list_site_executions, Role.READONLY
+        ),
     ]
     # Gateway 2.x (v1) APIs, under /api and at the root as the Go client calls them.
     for root in ("/api", ""):

@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.model import (
+    CommandExecution,
     Connectivity,
     Device,
     DeviceType,
+    ExecutionResponse,
     JsonObject,
     JsonValue,
     LatestValue,
@@ -224,4 +226,34 @@ def log_entry(entry: LogEntry, received_at: float) -> JsonObject:
         "severity": entry.severity.value,
         "message": entry.message,
         "persist": entry.persist,
+    }
+
+
+def execution(record: CommandExecution, *, with_log: bool) -> JsonObject:
+    """A command execution (`enapter-http-api.md` §3.3); `log` (newest first) only when asked."""
+    responses = [execution_response(response) for response in reversed(record.responses)]
+    body: JsonObject = {
+        "id": record.id,
+        "device_id": record.device_id,
+        "state": record.state.value,
+        "ephemeral": record.ephemeral,
+        "created_at": rfc3339(record.created_at),
+        "request": {
+            "name": record.name,
+            "arguments": dict(record.arguments),
+            "manifest_name": record.manifest_name,
+        },
+        "response": responses[0] if responses else None,
+    }
+    if with_log:
+        body["log"] = list(responses)
+    return body
+
+
+def execution_response(response: ExecutionResponse) -> JsonObject:
+    """One response: `{"state", "payload", "received_at"}`."""
+    return {
+        "state": response.state.value,
+        "payload": dict(response.payload),
+        "received_at": rfc3339(response.received_at),
     }

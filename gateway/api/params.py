@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gateway.api.errors import bad_request, invalid_parameter
-from gateway.model import JsonObject, LogSeverity
+from gateway.model import ExecutionState, JsonObject, LogSeverity
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -237,3 +237,78 @@ def optional_string(body: JsonObject, name: str, *, max_length: int = 200) -> st
     if len(value) > max_length:
         raise invalid_parameter(name, f"must be at most {max_length} characters")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionQuery:
+    """Command execution list filters (`enapter-http-api.md` §6)."""
+
+    created_from: float | None
+    created_before: float | None
+    states: frozenset[ExecutionState] | None
+    names: frozenset[str] | None
+    # `device_id.in` on the site-wide list; None = every device.
+    device_ids: frozenset[str] | None
+    include_ephemeral: bool
+    newest_first: bool
+    with_log: bool
+    page: Page
+
+
+_EXECUTION_ORDERS: dict[str, bool] = {"CREATED_AT_ASC": False, "CREATED_AT_DESC": True}
+EXECUTION_EXPANDS = frozenset({"log", "ephemeral"})
+
+
+def execution_query(query: Mapping[str, str]) -> ExecutionQuery:
+    """The execution list filters; every bad value is a 400 naming its parameter."""
+    states: frozenset[ExecutionState] | None = None
+    if query.get("state.in"):
+        raw_states = {state.upper() for state in comma_list(query["state.in"])}
+        unknown = raw_states - set(ExecutionState.__members__.values())
+        if unknown:
+            allowed = ", ".join(state.value for state in ExecutionState)
+            raise invalid_parameter("state.in", f"must be among {allowed}, got {sorted(unknown)[0][:40]!r}")
+        states = frozenset(ExecutionState(state) for state in raw_states)
+    expands = expand(query, EXECUTION_EXPANDS)
+    return ExecutionQuery(
+        created_from=moment(query["created_at.gte"], "created_at.gte")
+        if query.get("created_at.gte")
+        else None,
+        created_before=moment(query["created_at.lt"], "created_at.lt")
+        if query.get("created_at.lt")
+        else None,
+        states=states,
+        names=frozenset(comma_list(query["name.in"])) if query.get("name.in") else None,
+        device_ids=frozenset(comma_list(query["device_id.in"])) if query.get("device_id.in") else None,
+        include_ephemeral="ephemeral" in expands,
+        newest_first=_choice(query, "order", _EXECUTION_ORDERS, "CREATED_AT_ASC"),
+        with_log="log" in expands,
+        page=page(query),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """The body of `execute_command` and `command_executions`."""
+
+    name: str
+    arguments: JsonObject
+    ephemeral: bool
+
+
+def command_request(body: JsonObject, *, name_field: str = "name") -> CommandRequest:
+    """`{"name", "arguments"?, "ephemeral"?}`; `arguments` absent or null means `{}`."""
+    name = optional_string(body, name_field)
+    if name is None:
+        raise invalid_parameter(name_field, "is required")
+    arguments = body.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise invalid_parameter("arguments", "must be an object")
+    ephemeral = body.get("ephemeral", False)
+    if ephemeral is None:
+        ephemeral = False
+    if not isinstance(ephemeral, bool):
+        raise invalid_parameter("ephemeral", "must be true or false")
+    return CommandRequest(name=name, arguments=arguments, ephemeral=ephemeral)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from gateway.api.dto import DeviceView, TimeSync
+from gateway.commands import Commands
 from gateway.model import Connectivity, Device, DeviceType
 from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.ingest import Ingest
@@ -35,6 +36,7 @@ class Services:
     store: Store
     presence: Presence
     ingest: Ingest
+    commands: Commands
     accounts: DeviceAccounts
     device_endpoint: DeviceEndpoint
     broker_restarts: Callable[[], int]

@@ -31,6 +31,7 @@ BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Cap on remembered (device, reason) pairs so a hostile fleet cannot grow memory through logging.
 MAX_WARNED = 10_000
+PUBLISH_TIMEOUT_S = 5.0
 
 
 class Ingest:
@@ -47,6 +48,10 @@ class Ingest:
         self._store = store
         self._presence = presence
         self._clock = clock
+        # Called with every accepted message, after it was queued for the store (live consumers:
+        # command waiters, streams). They must not block.
+        self.listeners: list[Callable[[Ingested], None]] = []
+        self._client: aiomqtt.Client | None = None
         self._devices: dict[ChannelRef, str] = {}
         self._warned: set[tuple[str, str]] = set()
         self.received = 0
@@ -69,10 +74,14 @@ class Ingest:
                     await client.subscribe(notices.NOTICE_TOPIC)
                     LOG.info("ingest subscribed to %s", topics.DEVICE_SUBSCRIPTION)
                     backoff = BACKOFF_FIRST_S
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            self.handle(message.topic.value, bytes(payload))
+                    self._client = client
+                    try:
+                        async for message in client.messages:
+                            payload = message.payload
+                            if isinstance(payload, bytes | bytearray):
+                                self.handle(message.topic.value, bytes(payload))
+                    finally:
+                        self._client = None
             except aiomqtt.MqttError as exc:
                 delay = random.uniform(backoff / 2, backoff)
                 LOG.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, delay)
@@ -100,10 +109,21 @@ class Ingest:
         if isinstance(decoded, payloads.PayloadError):
             self._drop(decoded.reason, hardware_id, f"{parsed.kind.value}: {decoded.detail}")
             return
-        if self._store.enqueue(Ingested(device_id=device_id, message=decoded, received_at=now)):
+        item = Ingested(device_id=device_id, message=decoded, received_at=now)
+        if self._store.enqueue(item):
             self.accepted += 1
+            for listener in self.listeners:
+                listener(item)
         else:
             self._drop("queue_full", hardware_id, "the store's writer queue is full")
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1, never retained, on ingest's own connection; waits for the broker's
+        PUBACK. Raises aiomqtt.MqttError when not connected or after PUBLISH_TIMEOUT_S."""
+        client = self._client
+        if client is None:
+            raise aiomqtt.MqttError("the gateway is not connected to the broker")
+        await client.publish(topic, payload, qos=1, retain=False, timeout=PUBLISH_TIMEOUT_S)
 
     def _notice(self, payload: bytes) -> None:
         event = notices.parse(payload.decode(errors="replace"))

@@ -35,12 +35,15 @@ from gateway.model import (
     NO_BLUEPRINT_ID,
     ApiToken,
     ChannelRef,
+    CommandExecution,
     CommandResponse,
     CommandResponseState,
     CommunicationType,
     Device,
     DeviceMessage,
     DeviceType,
+    ExecutionResponse,
+    ExecutionState,
     JsonValue,
     LatestValue,
     LogEntry,
@@ -72,6 +75,7 @@ _DEVICE_COLUMNS: Final = (
 )
 _CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
 _TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at"
+_EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
 
 
 class ConflictError(Exception):
@@ -338,6 +342,11 @@ async def _revoke_certificates(db: aiosqlite.Connection, device_id: str, now: fl
         "UPDATE device_certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
         (now, device_id),
     )
+
+
+def _load_object(text: str) -> dict[str, JsonValue]:
+    loaded = _load(text)
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _raw_partial(timestamp: float, value: SqlValue, kind: SeriesKind) -> Partial:
@@ -1239,6 +1248,198 @@ class Store:
                 count = cursor.rowcount
             deleted += count
             if count < chunk:
+                return deleted
+
+    # --- command executions --------------------------------------------------------------------
+
+    async def create_execution(
+        self,
+        *,
+        device_id: str,
+        name: str,
+        manifest_name: str,
+        arguments: Mapping[str, JsonValue],
+        ephemeral: bool,
+    ) -> CommandExecution:
+        """Record a new execution (state NEW) before its request is sent."""
+        now = self._clock()
+        execution = CommandExecution(
+            id=str(uuid.uuid4()),
+            device_id=device_id,
+            name=name,
+            manifest_name=manifest_name,
+            arguments=dict(arguments),
+            ephemeral=ephemeral,
+            state=ExecutionState.NEW,
+            created_at=now,
+        )
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "INSERT INTO command_executions (id, device_id, name, manifest_name, arguments_json,"
+                " ephemeral, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    execution.id,
+                    device_id,
+                    name,
+                    manifest_name,
+                    _dump(execution.arguments),
+                    int(ephemeral),
+                    execution.state.value,
+                    now,
+                    now,
+                ),
+            )
+        return execution
+
+    async def advance_execution(
+        self, execution: CommandExecution, state: ExecutionState, response: ExecutionResponse | None = None
+    ) -> None:
+        """Move an execution that has not ended yet to `state`, adding the gateway's own response."""
+        async with self._transaction(durable=False) as db:
+            cursor = await db.execute(
+                "UPDATE command_executions SET state = ?, updated_at = ?"
+                " WHERE id = ? AND state IN ('NEW', 'IN_PROGRESS')",
+                (state.value, self._clock(), execution.id),
+            )
+            if response is not None and cursor.rowcount:
+                await db.execute(
+                    "INSERT INTO command_responses"
+                    " (device_id, execution_id, state, payload_json, received_at) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        execution.device_id,
+                        execution.id,
+                        response.state.value,
+                        _dump(response.payload),
+                        response.received_at,
+                    ),
+                )
+
+    async def time_out_executions(self, execution_ids: Collection[str]) -> int:
+        """Executions among these that have not ended become TIMEOUT; how many did."""
+        async with self._transaction(durable=False) as db:
+            cursor = await db.execute(
+                "UPDATE command_executions SET state = 'TIMEOUT', updated_at = ?"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND state IN ('NEW', 'IN_PROGRESS')",
+                (self._clock(), _id_list(execution_ids)),
+            )
+            return cursor.rowcount
+
+    async def open_executions(self) -> dict[str, tuple[str, float]]:
+        """Executions that have not ended (e.g. left by a stopped daemon): id -> (device, created_at)."""
+        rows = await self._fetch(
+            "SELECT id, device_id, created_at FROM command_executions WHERE state IN ('NEW', 'IN_PROGRESS')"
+        )
+        return {row["id"]: (row["device_id"], row["created_at"]) for row in rows}
+
+    async def execution(self, device_id: str, execution_id: str) -> CommandExecution | None:
+        """One of the device's executions with all its responses."""
+        rows = await self._fetch(
+            f"SELECT {_EXECUTION_COLUMNS} FROM command_executions WHERE id = ? AND device_id = ?",
+            (execution_id, device_id),
+        )
+        found = await self._with_responses(rows)
+        return found[0] if found else None
+
+    async def executions(
+        self,
+        *,
+        device_ids: Collection[str] | None,
+        offset: int,
+        limit: int,
+        created_from: float | None = None,
+        created_before: float | None = None,
+        states: Collection[ExecutionState] | None = None,
+        names: Collection[str] | None = None,
+        include_ephemeral: bool = False,
+        newest_first: bool = False,
+    ) -> tuple[list[CommandExecution], int]:
+        """Executions matching the filters (of these devices, or of all) and how many match."""
+        where = ["true"]
+        parameters: list[Any] = []
+        if device_ids is not None:
+            where.append("device_id IN (SELECT value FROM json_each(?))")
+            parameters.append(_id_list(device_ids))
+        if created_from is not None:
+            where.append("created_at >= ?")
+            parameters.append(created_from)
+        if created_before is not None:
+            where.append("created_at < ?")
+            parameters.append(created_before)
+        if states is not None:
+            where.append("state IN (SELECT value FROM json_each(?))")
+            parameters.append(_id_list([state.value for state in states]))
+        if names is not None:
+            where.append("name IN (SELECT value FROM json_each(?))")
+            parameters.append(_id_list(names))
+        if not include_ephemeral:
+            where.append("ephemeral = 0")
+        condition = " AND ".join(where)
+        direction = "DESC" if newest_first else "ASC"
+        (count,) = await self._fetch(
+            f"SELECT count(*) AS n FROM command_executions WHERE {condition}", parameters
+        )
+        rows = await self._fetch(
+            f"SELECT {_EXECUTION_COLUMNS} FROM command_executions WHERE {condition}"
+            f" ORDER BY created_at {direction}, id {direction} LIMIT ? OFFSET ?",
+            [*parameters, limit, offset],
+        )
+        return await self._with_responses(rows), count["n"]
+
+    async def _with_responses(self, rows: list[sqlite3.Row]) -> list[CommandExecution]:
+        responses: dict[tuple[str, str], list[ExecutionResponse]] = {}
+        if rows:
+            found = await self._fetch(
+                "SELECT device_id, execution_id, state, payload_json, received_at FROM command_responses"
+                " WHERE execution_id IN (SELECT value FROM json_each(?)) ORDER BY received_at, id",
+                (_id_list([row["id"] for row in rows]),),
+            )
+            for response in found:
+                payload = _load(response["payload_json"])
+                responses.setdefault((response["device_id"], response["execution_id"]), []).append(
+                    ExecutionResponse(
+                        state=CommandResponseState(response["state"]),
+                        payload=payload if isinstance(payload, dict) else {},
+                        received_at=response["received_at"],
+                    )
+                )
+        return [
+            CommandExecution(
+                id=row["id"],
+                device_id=row["device_id"],
+                name=row["name"],
+                manifest_name=row["manifest_name"],
+                arguments=_load_object(row["arguments_json"]),
+                ephemeral=bool(row["ephemeral"]),
+                state=ExecutionState(row["state"]),
+                created_at=row["created_at"],
+                # Only the executing device's responses count: another device may reuse an id.
+                responses=tuple(responses.get((row["device_id"], row["id"]), ())),
+            )
+            for row in rows
+        ]
+
+    async def purge_ephemeral_executions(self, created_before: float, *, chunk: int = 500) -> int:
+        """Delete ephemeral executions created before `created_before`, with their responses."""
+        deleted = 0
+        while True:
+            async with self._transaction(durable=False) as db:
+                ids = [
+                    row["id"]
+                    for row in await db.execute_fetchall(
+                        "SELECT id FROM command_executions WHERE ephemeral = 1 AND created_at < ? LIMIT ?",
+                        (created_before, chunk),
+                    )
+                ]
+                await db.execute(
+                    "DELETE FROM command_responses WHERE execution_id IN (SELECT value FROM json_each(?))",
+                    (_id_list(ids),),
+                )
+                await db.execute(
+                    "DELETE FROM command_executions WHERE id IN (SELECT value FROM json_each(?))",
+                    (_id_list(ids),),
+                )
+            deleted += len(ids)
+            if len(ids) < chunk:
                 return deleted
 
     async def integrity_check(self) -> str:

@@ -18,7 +18,7 @@ from gateway.api.app import endpoints
 from gateway.model import Role
 from tests.gateway_process import GatewayProcess, write_config
 
-READ, OWNER, INSTALLER = Role.READONLY, Role.OWNER, Role.INSTALLER
+READ, USER, OWNER, INSTALLER = Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER
 DEVICES = "/api/v3/devices"
 SITE_DEVICES = "/api/v3/sites/{site_id}/devices"
 
@@ -29,17 +29,26 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("POST", DEVICES + "/{device}/generate_config"): OWNER,
     ("GET", DEVICES + "/{device}/telemetry"): READ,
     ("GET", DEVICES + "/{device}/logs"): READ,
+    ("POST", DEVICES + "/{device}/execute_command"): USER,
+    ("POST", DEVICES + "/{device}/command_executions"): USER,
+    ("GET", DEVICES + "/{device}/command_executions"): READ,
+    ("GET", DEVICES + "/{device}/command_executions/{execution_id}"): READ,
     ("GET", SITE_DEVICES): READ,
     ("GET", SITE_DEVICES + "/{device}"): READ,
     ("DELETE", SITE_DEVICES + "/{device}"): OWNER,
     ("POST", SITE_DEVICES + "/{device}/generate_config"): OWNER,
     ("GET", SITE_DEVICES + "/{device}/telemetry"): READ,
     ("GET", SITE_DEVICES + "/{device}/logs"): READ,
+    ("POST", SITE_DEVICES + "/{device}/execute_command"): USER,
+    ("POST", SITE_DEVICES + "/{device}/command_executions"): USER,
+    ("GET", SITE_DEVICES + "/{device}/command_executions"): READ,
+    ("GET", SITE_DEVICES + "/{device}/command_executions/{execution_id}"): READ,
     ("GET", "/api/v3/site"): READ,
     ("GET", "/api/v3/sites"): READ,
     ("GET", "/api/v3/sites/{site_id}"): READ,
     ("POST", "/api/v3/provisioning/standalone"): INSTALLER,
     ("GET", "/api/v3/telemetry/latest"): READ,
+    ("GET", "/api/v3/sites/{site_id}/commands/executions"): READ,
     ("GET", "/api/assets/v1/devices"): READ,
     ("GET", "/api/assets/v1/devices/{device}"): READ,
     ("GET", "/assets/v1/devices"): READ,

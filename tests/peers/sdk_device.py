@@ -1,7 +1,8 @@
 """A standalone device written with the Enapter Python SDK, run unchanged as a test peer.
 
 It reads its configuration from ENAPTER_STANDALONE_COMMUNICATION_CONFIG (base64 of the generated
-config), exactly as the SDK documents, and sends properties, telemetry and a log line.
+config), exactly as the SDK documents, and sends properties, telemetry and a log line. Its
+commands: `add` answers, `fail` raises, `hang` never answers.
 Run: `python -m tests.peers.sdk_device`.
 """
 
@@ -26,6 +27,15 @@ class PeerDevice(enapter.standalone.Device):
                 await self.send_properties(dict(PROPERTIES))
             await self.send_telemetry({"counter": counter, "healthy": True})
             await asyncio.sleep(PERIOD_S)
+
+    async def cmd_add(self, a: float, b: float) -> float:
+        return a + b
+
+    async def cmd_fail(self, reason: str) -> None:
+        raise RuntimeError(reason)
+
+    async def cmd_hang(self) -> None:
+        await asyncio.Event().wait()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.config import (
     ApiConfig,
+    CommandsConfig,
     Config,
     ConfigError,
     ExternalBrokerConfig,
@@ -63,7 +64,14 @@ def test_defaults() -> None:
             external=ExternalBrokerConfig(host="127.0.0.1", port=1883, username="", password_file=""),
         ),
         mdns=MdnsConfig(enabled=True, hostname="enapter-gateway", interfaces=()),
-        retention=RetentionConfig(temporary_logs=3600.0),
+        retention=RetentionConfig(
+            temporary_logs=3600.0,
+            telemetry_raw=604800.0,
+            telemetry_1m=7776000.0,
+            telemetry_1h=315360000.0,
+            max_database_mb=2048,
+        ),
+        commands=CommandsConfig(timeout=4.0),
     )
 
 
@@ -97,7 +105,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 26  # every key of every section
+    assert len(assignments) == 31  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -113,6 +121,7 @@ def test_empty_sections_are_defaults() -> None:
         "mqtt": {"external": {}},
         "mdns": {},
         "retention": {},
+        "commands": {},
     }
     assert parse(data, base_dir=BASE) == default_config(base_dir=BASE)
 
@@ -153,7 +162,14 @@ def test_every_key_set() -> None:
                 },
             },
             "mdns": {"enabled": False, "hostname": "gw-1", "interfaces": ["eth0", "wlan0"]},
-            "retention": {"temporary_logs": 60},
+            "retention": {
+                "temporary_logs": 60,
+                "telemetry_raw": 120,
+                "telemetry_1m": 3600,
+                "telemetry_1h": 86400.5,
+                "max_database_mb": 0,
+            },
+            "commands": {"timeout": 2},
         },
         base_dir=BASE,
     )
@@ -185,7 +201,10 @@ def test_every_key_set() -> None:
     )
     assert isinstance(config.mqtt.online_window, float)
     assert config.mdns == MdnsConfig(enabled=False, hostname="gw-1", interfaces=("eth0", "wlan0"))
-    assert config.retention == RetentionConfig(temporary_logs=60.0)
+    assert config.retention == RetentionConfig(
+        temporary_logs=60.0, telemetry_raw=120.0, telemetry_1m=3600.0, telemetry_1h=86400.5, max_database_mb=0
+    )
+    assert config.commands == CommandsConfig(timeout=2.0)
 
 
 # --- Paths ---------------------------------------------------------------------------------------
@@ -617,7 +636,7 @@ KNOWN_KEYS = [
     "auth_failures",
     "tls_hostnames",
 ]
-SECTIONS = ["gateway", "api", "mqtt", "mdns", "retention"]
+SECTIONS = ["gateway", "api", "mqtt", "mdns", "retention", "commands"]
 
 json_values = st.recursive(
     st.none()
