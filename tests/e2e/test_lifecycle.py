@@ -131,8 +131,7 @@ async def test_sigterm_during_ingest_exits_0_with_an_intact_database(tmp_path: P
     with sqlite3.connect(tmp_path / "state" / DATABASE_FILE) as database:
         assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         (stored,) = database.execute(
-            "SELECT count(*) FROM telemetry_raw JOIN telemetry_series ON id = series_id"
-            " WHERE device_id = ?",
+            "SELECT count(*) FROM telemetry_raw JOIN telemetry_series ON id = series_id WHERE device_id = ?",
             (device.device_id,),
         ).fetchone()
     assert 0 < stored <= sent
