@@ -206,19 +206,42 @@ async def _serve_until_stopped(services: Services, config: Config, stop: asyncio
 
 
 async def retention(store: Store, keep: RetentionConfig) -> None:
-    """Delete what is past its retention: temporary device logs (`persist: false`), ephemeral
-    command executions (after a day, `enapter-http-api.md` §3.3)."""
+    """Delete what is past its retention: telemetry by age and then by database size, temporary
+    device logs (`persist: false`), ephemeral command executions (after a day, §3.3)."""
+    # Often enough that nothing outlives its limit by more than a quarter of it.
+    interval = min(RETENTION_CHECK_S, keep.temporary_logs / 4, keep.telemetry_raw / 4)
     while True:
         now = time.time()
         try:
-            logs = await store.purge_temporary_logs(now - keep.temporary_logs)
-            executions = await store.purge_ephemeral_executions(now - EPHEMERAL_EXECUTIONS_S)
+            deleted = await store.purge_telemetry(
+                {
+                    "telemetry_raw": now - keep.telemetry_raw,
+                    "telemetry_1m": now - keep.telemetry_1m,
+                    "telemetry_1h": now - keep.telemetry_1h,
+                }
+            )
+            if keep.max_database_mb:
+                for table, count in (await store.shrink_to(keep.max_database_mb * 1024 * 1024)).items():
+                    if count:
+                        LOG.warning(
+                            "the database is over retention.max_database_mb (%d MiB): deleted the"
+                            " %d oldest rows of %s",
+                            keep.max_database_mb,
+                            count,
+                            table,
+                        )
+            deleted["temporary logs"] = await store.purge_temporary_logs(now - keep.temporary_logs)
+            deleted["ephemeral executions"] = await store.purge_ephemeral_executions(
+                now - EPHEMERAL_EXECUTIONS_S
+            )
         except sqlite3.Error as exc:  # e.g. a full disk: try again next round, ingest goes on
             LOG.error("could not delete old data: %s", exc)
         else:
-            if logs or executions:
-                LOG.debug("deleted %d temporary logs, %d ephemeral executions", logs, executions)
-        await asyncio.sleep(RETENTION_CHECK_S)
+            if any(deleted.values()):
+                LOG.debug(
+                    "retention deleted %s", ", ".join(f"{n} {what}" for what, n in deleted.items() if n)
+                )
+        await asyncio.sleep(interval)
 
 
 async def all_devices(store: Store) -> list[Device]:

@@ -76,6 +76,7 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
         Endpoint("GET", "/api/v3/telemetry/latest", telemetry.latest, Role.READONLY),
+        Endpoint("POST", "/api/v3/telemetry/query_timeseries", telemetry.query_timeseries, Role.READONLY),
         Endpoint(
             "GET", "/api/v3/sites/{site_id}/commands/executions", commands.list_site_executions, Role.READONLY
         ),
@@ -86,6 +87,7 @@ def endpoints() -> list[Endpoint]:
             Endpoint("GET", root + "/assets/v1/devices", assets_v1.list_devices, Role.READONLY),
             Endpoint("GET", root + "/assets/v1/devices/{device}", assets_v1.get_device, Role.READONLY),
             Endpoint("GET", root + "/telemetry/v1/now", telemetry.v1_now, Role.READONLY),
+            Endpoint("POST", root + "/telemetry/v1/timeseries", telemetry.query_timeseries, Role.READONLY),
         ]
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
     return table

@@ -89,3 +89,10 @@ def too_many_requests(retry_after: int) -> ApiError:
 def unavailable(message: str) -> ApiError:
     """503: a component the request needs (the broker) is down; retrying later may work."""
     return ApiError(503, "service_unavailable", message)
+
+
+def invalid_query(parameter: str, message: str) -> ApiError:
+    """422: a well-formed request whose values cannot be processed (Grafana's tests show this code)."""
+    return ApiError(
+        422, "invalid_query_parameter_format", f"{parameter}: {message}", {"parameter": parameter}
+    )

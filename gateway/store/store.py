@@ -75,6 +75,12 @@ _DEVICE_COLUMNS: Final = (
 )
 _CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
 _TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at"
+# Telemetry tables and the column retention orders them by (each has an index on it).
+_TELEMETRY_TIME_COLUMNS: Final = {
+    "telemetry_raw": "timestamp",
+    "telemetry_1m": "bucket",
+    "telemetry_1h": "bucket",
+}
 _EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
 
 
@@ -1249,6 +1255,59 @@ class Store:
             deleted += count
             if count < chunk:
                 return deleted
+
+    # --- retention -----------------------------------------------------------------------------
+
+    async def purge_telemetry(self, before: Mapping[str, float], *, chunk: int = 5000) -> dict[str, int]:
+        """Delete telemetry older than its table's limit; `before` maps a table (`telemetry_raw`,
+        `telemetry_1m`, `telemetry_1h`) to the time before which its rows go. Rows deleted per
+        table. Small transactions, oldest first, so ingest batches are never held up for long."""
+        deleted: dict[str, int] = {}
+        for table, cutoff in before.items():
+            time_column = _TELEMETRY_TIME_COLUMNS[table]
+            deleted[table] = 0
+            while True:
+                count = await self._delete_oldest(table, chunk, f"{time_column} < ?", (cutoff,))
+                deleted[table] += count
+                if count < chunk:
+                    break
+        return deleted
+
+    async def database_size(self) -> int:
+        """Bytes the database holds in live pages (free pages are reused, so they do not count)."""
+        (row,) = await self._fetch(
+            "SELECT (page_count - freelist_count) * page_size AS size"
+            " FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+        )
+        return int(row["size"])
+
+    async def shrink_to(self, limit: int, *, chunk: int = 5000) -> dict[str, int]:
+        """Delete the oldest telemetry (raw values first, then 1-minute rollups) until the database
+        holds at most `limit` bytes, then hand the freed pages back to the file system."""
+        deleted = {"telemetry_raw": 0, "telemetry_1m": 0}
+        for table in deleted:
+            while await self.database_size() > limit:
+                count = await self._delete_oldest(table, chunk, "true", ())
+                deleted[table] += count
+                if count == 0:
+                    break
+        if any(deleted.values()):
+            async with self._transaction(durable=False) as db:
+                await db.execute_fetchall("PRAGMA incremental_vacuum")
+        return deleted
+
+    async def _delete_oldest(
+        self, table: str, chunk: int, condition: str, parameters: tuple[float, ...]
+    ) -> int:
+        time_column = _TELEMETRY_TIME_COLUMNS[table]
+        key = "rowid" if table == "telemetry_raw" else "series_id, bucket"
+        async with self._transaction(durable=False) as db:
+            cursor = await db.execute(
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table}"
+                f" WHERE {condition} ORDER BY {time_column} LIMIT ?)",
+                (*parameters, chunk),
+            )
+            return cursor.rowcount
 
     # --- command executions --------------------------------------------------------------------
 

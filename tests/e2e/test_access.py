@@ -48,6 +48,7 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v3/sites/{site_id}"): READ,
     ("POST", "/api/v3/provisioning/standalone"): INSTALLER,
     ("GET", "/api/v3/telemetry/latest"): READ,
+    ("POST", "/api/v3/telemetry/query_timeseries"): READ,
     ("GET", "/api/v3/sites/{site_id}/commands/executions"): READ,
     ("GET", "/api/assets/v1/devices"): READ,
     ("GET", "/api/assets/v1/devices/{device}"): READ,
@@ -55,6 +56,8 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/assets/v1/devices/{device}"): READ,
     ("GET", "/api/telemetry/v1/now"): READ,
     ("GET", "/telemetry/v1/now"): READ,
+    ("POST", "/api/telemetry/v1/timeseries"): READ,
+    ("POST", "/telemetry/v1/timeseries"): READ,
     ("GET", "/metrics"): None,
 }
 ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)

@@ -20,8 +20,10 @@ __all__ = ["db_path"]  # a fixture, used by name
 async def store_values(
     store: Store, device_id: str, points: list[tuple[float, dict[str, JsonValue]]]
 ) -> None:
-    for ts, values in points:
+    for index, (ts, values) in enumerate(points):
         assert store.enqueue(ingested(device_id, telemetry(ts, values)))
+        if index % 5000 == 4999:  # stay under the queue's bound
+            await store.flush()
     await store.flush()
 
 
@@ -123,3 +125,46 @@ async def test_version_2_history_is_moved_and_rolled_up(db_path: Path) -> None:
         assert point.last is True
     with pytest.raises(sqlite3.OperationalError):
         raw(db_path, "SELECT * FROM telemetry_history")
+
+
+async def test_retention_by_age_deletes_oldest_rows_per_table(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        await store_values(store, device.id, [(float(t), {"t": t}) for t in range(0, 7200, 30)])
+        deleted = await store.purge_telemetry(
+            {"telemetry_raw": 3600.0, "telemetry_1m": 600.0, "telemetry_1h": 0.0}, chunk=7
+        )
+        assert deleted == {"telemetry_raw": 120, "telemetry_1m": 10, "telemetry_1h": 0}
+        ((series_id, kind),) = (await store.series(device.id, ["t"])).values()
+        raw_left = await store.history(series_id, kind, start=0, end=7200, granularity=1)
+        assert raw_left[0].start == 3600.0
+        assert len(raw_left) == 120
+        minutes = await store.history(series_id, kind, start=0, end=7200, granularity=60)
+        assert minutes[0].start == 600
+        # The hour rollups still cover the whole range, raw values or not.
+        hours = await store.history(series_id, kind, start=0, end=7200, granularity=3600)
+        assert [(hour.start, hour.count) for hour in hours] == [(0, 120), (3600, 120)]
+
+
+async def test_retention_by_size_deletes_the_oldest_raw_values_first(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        base = await store.database_size()
+        points: list[tuple[float, dict[str, JsonValue]]] = [
+            (float(t), {"x": t, "y": "some text to take space"}) for t in range(20_000)
+        ]
+        await store_values(store, device.id, points)
+        full = await store.database_size()
+        limit = base + (full - base) // 2
+        deleted = await store.shrink_to(limit, chunk=1000)
+        assert deleted["telemetry_raw"] > 0
+        assert deleted["telemetry_1m"] == 0  # dropping raw values was enough
+        assert await store.database_size() <= limit
+        ((series_id, kind),) = (await store.series(device.id, ["x"])).values()
+        left = await store.history(series_id, kind, start=0, end=20_000, granularity=1)
+        # What is left is the newest values, up to the last one.
+        assert left[-1].last == 19_999
+        assert left[0].start > 0
+        assert [p.start for p in left] == [float(t) for t in range(int(left[0].start), 20_000)]
+        # Nothing to do under the limit.
+        assert await store.shrink_to(full * 2) == {"telemetry_raw": 0, "telemetry_1m": 0}

@@ -3,12 +3,16 @@ for Gateway 2.x clients (§10.2)."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import dataclasses
+import math
 
-from gateway.api import dto, lookup, params
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.api import dto, errors, lookup, params, timeseries
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import JsonObject
+from gateway.model import JsonObject, SeriesKind
 
 DEVICE_NOT_FOUND = "Device is not found."
 
@@ -75,3 +79,58 @@ async def v1_now(request: web.Request) -> web.Response:
     if problems:
         body["errors"] = list(problems)
     return json_response(body)
+
+
+async def query_timeseries(request: web.Request) -> web.Response:
+    """POST /v3/telemetry/query_timeseries (and v1 `timeseries`): the JSON query in, `text/csv` out
+    with one `X-Enapter-Timeseries-Data-Types` header per column (`enapter-http-api.md` §7.2).
+
+    A column whose device or attribute does not exist stays empty; when none exists the answer
+    is 404 `telemetrypersistence/NO_TELEMETRY_ATTRIBUTES_FOUND`, as Grafana expects.
+    """
+    body = params.json_object(await request.read())
+    try:
+        query = timeseries.parse_query(body)
+    except timeseries.QueryError as exc:
+        raise errors.invalid_query(exc.field, exc.message) from None
+    # Whole buckets only: raw values and rollups then give the same answer.
+    step = query.granularity
+    query = dataclasses.replace(
+        query, start=math.floor(query.start / step) * step, end=math.ceil(query.end / step) * step
+    )
+    site = await lookup.own_site(request)
+    store = request.app[SERVICES].store
+    known: dict[str, dict[str, tuple[int, SeriesKind]]] = {}
+    for key in {column.device for column in query.columns}:
+        device = await store.get_device(key)
+        wanted = [column.attribute for column in query.columns if column.device == key]
+        found = device is not None and device.site_id == site.id
+        known[key] = await store.series(device.id, wanted) if device is not None and found else {}
+    columns: list[timeseries.Column] = []
+    for column in query.columns:
+        series = known[column.device].get(column.attribute)
+        if series is None:
+            columns.append(timeseries.aggregate(column, None, [], query))
+            continue
+        series_id, kind = series
+        look_back = (
+            column.gap_filling.look_around
+            if column.gap_filling.method is timeseries.GapFillingMethod.LOCF
+            else 0.0
+        )
+        partials = await store.history(
+            series_id, kind, start=query.start - look_back, end=query.end, granularity=step
+        )
+        try:
+            columns.append(timeseries.aggregate(column, kind, partials, query))
+        except timeseries.QueryError as exc:
+            raise errors.invalid_query(exc.field, exc.message) from None
+    if not any(known[column.device].get(column.attribute) for column in query.columns):
+        raise errors.ApiError(
+            404,
+            "telemetrypersistence/NO_TELEMETRY_ATTRIBUTES_FOUND",
+            "No telemetry attributes found for the query.",
+        )
+    data_types, csv_text = timeseries.render_csv(columns)
+    headers = CIMultiDict(("X-Enapter-Timeseries-Data-Types", data_type) for data_type in data_types)
+    return web.Response(body=csv_text.encode(), headers=headers, content_type="text/csv")
