@@ -156,7 +156,7 @@ class Commands:
         watcher: _Watcher,
         on_progress: Callable[[CommandResponse], Awaitable[None]] | None,
     ) -> None:
-        while not watcher.finished:
+        while True:
             try:
                 async with asyncio.timeout_at(self._loop_time(deadline)):
                     await watcher.arrived.wait()
@@ -164,10 +164,13 @@ class Commands:
                 await self._time_out([execution_id])
                 return
             watcher.arrived.clear()
+            # Progress first, even when the final response came in the same breath.
             while watcher.progress:
                 response = watcher.progress.popleft()
                 if on_progress is not None:
                     await on_progress(response)
+            if watcher.finished:
+                return
 
     def _loop_time(self, deadline: float) -> float:
         """`deadline` (on this object's clock) on the event loop's clock."""

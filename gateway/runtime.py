@@ -24,6 +24,7 @@ from gateway.api.dto import TimeSync
 from gateway.api.services import DeviceEndpoint, Services
 from gateway.commands import Commands
 from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
+from gateway.live import LiveFeed
 from gateway.model import Connectivity, Device, MqttProtocol
 from gateway.mqtt import dynsec
 from gateway.mqtt.accounts import CertificateIssuer, DeviceAccounts
@@ -161,6 +162,8 @@ async def run(config: Config) -> None:
                 timeout=config.commands.timeout,
             )
             ingest.listeners.append(commands.on_ingested)
+            live = LiveFeed()
+            ingest.listeners.append(live.publish)
             issuer = None
             if broker is not None and authority is not None:
                 issuer = CertificateIssuer(authority=authority, reload=broker.reload)
@@ -172,6 +175,7 @@ async def run(config: Config) -> None:
                 accounts=DeviceAccounts(store, BrokerAdmin(endpoint), issuer),
                 device_endpoint=device_endpoint(config, mqtts=issuer is not None),
                 broker_restarts=lambda: 0 if broker is None else broker.restarts,
+                live=live,
             )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:

@@ -7,13 +7,14 @@ the harness also checks that the daemon speaks the systemd protocol. Every proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -177,6 +178,22 @@ class GatewayProcess:
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
+
+
+@contextlib.contextmanager
+def running_gateway(
+    directory: Path, overrides: Mapping[str, Mapping[str, object]] | None = None
+) -> Iterator[GatewayProcess]:
+    """A started daemon on a fresh config (`write_config` overrides); on exit it must stop cleanly,
+    with exit status 0, on SIGTERM."""
+    config, api_port, mqtt_port = write_config(directory, overrides)
+    process = GatewayProcess(directory, config, api_port, mqtt_port)
+    process.start()
+    try:
+        yield process
+    finally:
+        status = process.stop()
+    assert status == 0, process.log()
 
 
 @dataclass(frozen=True)

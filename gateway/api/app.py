@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import assets_v1, metrics
+from gateway.api import assets_v1, commands_v1, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import commands, devices, logs, provisioning, sites, telemetry
+from gateway.api.v3 import commands, devices, provisioning, sites, streams, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -48,8 +48,10 @@ def endpoints() -> list[Endpoint]:
             Endpoint(
                 "POST", prefix + "/devices/{device}/generate_config", devices.generate_config, Role.OWNER
             ),
-            Endpoint("GET", prefix + "/devices/{device}/telemetry", telemetry.device_latest, Role.READONLY),
-            Endpoint("GET", prefix + "/devices/{device}/logs", logs.device_logs, Role.READONLY),
+            # The WebSocket streams (§7.4) share these paths with the JSON reads; streams.* dispatch.
+            Endpoint("GET", prefix + "/devices/", streams.monitor, Role.READONLY),
+            Endpoint("GET", prefix + "/devices/{device}/telemetry", streams.device_telemetry, Role.READONLY),
+            Endpoint("GET", prefix + "/devices/{device}/logs", streams.device_logs, Role.READONLY),
             # USER is the default `access_level` of a manifest command (§6).
             Endpoint(
                 "POST", prefix + "/devices/{device}/execute_command", commands.execute_command, Role.USER
@@ -87,6 +89,7 @@ def endpoints() -> list[Endpoint]:
             Endpoint("GET", root + "/assets/v1/devices", assets_v1.list_devices, Role.READONLY),
             Endpoint("GET", root + "/assets/v1/devices/{device}", assets_v1.get_device, Role.READONLY),
             Endpoint("GET", root + "/telemetry/v1/now", telemetry.v1_now, Role.READONLY),
+            Endpoint("POST", root + "/commands/v1/execute", commands_v1.execute, Role.USER),
             Endpoint("POST", root + "/telemetry/v1/timeseries", telemetry.query_timeseries, Role.READONLY),
         ]
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
@@ -107,6 +110,8 @@ def create_app(services: Services, api: ApiConfig) -> web.Application:
             access.minimum_roles[head] = endpoint.minimum_role
     app[ACCESS] = access
     app.on_response_prepare.append(rate_limit_headers)
+    # Open streams would otherwise hold shutdown for its whole timeout.
+    app.on_shutdown.append(streams.close_streams)
     return app
 
 

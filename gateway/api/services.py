@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.api.dto import DeviceView, TimeSync
 from gateway.commands import Commands
+from gateway.live import LiveFeed
 from gateway.model import Connectivity, Device, DeviceType
 from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.ingest import Ingest
@@ -40,6 +41,7 @@ class Services:
     accounts: DeviceAccounts
     device_endpoint: DeviceEndpoint
     broker_restarts: Callable[[], int]
+    live: LiveFeed
     clock: Callable[[], float] = field(default=time.time)
 
     async def views(self, devices: Sequence[Device], expand: frozenset[str]) -> list[DeviceView]:

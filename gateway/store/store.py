@@ -1075,6 +1075,14 @@ class Store:
         )
         return _device(rows[0]) if rows else None
 
+    async def device_by_hardware_id(self, hardware_id: str) -> Device | None:
+        """The first device created with this hardware id (a UCM before the Lua devices on it)."""
+        rows = await self._fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE hardware_id = ? ORDER BY created_at LIMIT 1",
+            (hardware_id,),
+        )
+        return _device(rows[0]) if rows else None
+
     async def device_by_channel(self, channel: ChannelRef) -> Device | None:
         """The device behind an MQTT hardware id and channel id."""
         rows = await self._fetch(

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_process import GatewayProcess, write_config
+from tests.gateway_process import GatewayProcess, running_gateway
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     """A running `enapter-gateway run`; it must stop cleanly (exit 0) on SIGTERM at the end."""
-    config, api_port, mqtt_port = write_config(tmp_path)
-    process = GatewayProcess(tmp_path, config, api_port, mqtt_port)
-    process.start()
-    try:
+    with running_gateway(tmp_path) as process:
         yield process
-    finally:
-        status = process.stop()
-    assert status == 0, process.log()
 
 
 @pytest.fixture

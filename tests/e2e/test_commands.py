@@ -23,7 +23,7 @@ from enapter.http.api.commands.response import ResponseState
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
 from gateway.runtime import DATABASE_FILE
-from tests.gateway_process import GatewayProcess, eventually, write_config
+from tests.gateway_process import GatewayProcess, eventually, running_gateway
 from tests.peers.process import start_peer, stop_peer
 
 TIMEOUT_S = 2.0
@@ -31,13 +31,8 @@ TIMEOUT_S = 2.0
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    config, api_port, mqtt_port = write_config(tmp_path, {"commands": {"timeout": TIMEOUT_S}})
-    process = GatewayProcess(tmp_path, config, api_port, mqtt_port)
-    process.start()
-    try:
+    with running_gateway(tmp_path, {"commands": {"timeout": TIMEOUT_S}}) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.log()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +213,51 @@ async def test_bad_requests(peer: Peer, gateway: GatewayProcess) -> None:
         assert missing.status_code == 404
         readonly = {"X-Enapter-Auth-Token": gateway.create_token("READONLY", name="reader")}
         assert (await http.post(url, json={"name": "add"}, headers=readonly)).status_code == 403
+
+
+async def test_v1_execute_plain_and_with_progress(peer: Peer, gateway: GatewayProcess) -> None:
+    device = await peer.client.devices.get(peer.device_id, expand_communication=True)
+    assert device.communication is not None
+    headers = {"X-Enapter-Auth-Token": gateway.create_token("USER", name="v1")}
+    root = f"http://127.0.0.1:{gateway.api_port}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        for path, key, value in (
+            ("/commands/v1/execute", "device_id", peer.device_id),
+            ("/api/commands/v1/execute", "hardware_id", device.communication.hardware_id),
+        ):
+            done = await http.post(
+                root + path,
+                json={key: value, "command_name": "add", "arguments": {"a": 4, "b": 5}},
+                headers=headers,
+            )
+            assert done.json() == {"state": "succeeded", "payload": {"result": 9}}, path
+        failed = await http.post(
+            root + "/commands/v1/execute",
+            json={"device_id": peer.device_id, "command_name": "fail", "arguments": {"reason": "no"}},
+            headers=headers,
+        )
+        assert failed.json()["state"] == "error"
+        assert "RuntimeError: no" in failed.json()["payload"]["message"]
+        hung = await http.post(
+            root + "/commands/v1/execute",
+            json={"device_id": peer.device_id, "command_name": "hang"},
+            headers=headers,
+        )
+        assert hung.json()["state"] == "platform_error"
+
+        streamed = await http.post(
+            root + "/commands/v1/execute",
+            params={"show_progress": "true"},
+            json={"device_id": peer.device_id, "command_name": "add", "arguments": {"a": 1, "b": 2}},
+            headers=headers,
+        )
+        lines = [json.loads(line) for line in streamed.text.splitlines()]
+        assert lines == [
+            {"state": "started"},
+            {"state": "device_in_progress", "payload": {"message": "Executing command..."}},
+            {"state": "succeeded", "payload": {"result": 3}},
+        ]
+        nobody = await http.post(
+            root + "/commands/v1/execute", json={"hardware_id": "S0", "command_name": "add"}, headers=headers
+        )
+        assert nobody.status_code == 404

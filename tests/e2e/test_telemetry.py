@@ -98,3 +98,48 @@ async def test_latest_telemetry_through_the_sdk(gateway: GatewayProcess, install
         )
         assert bad.status_code == 400
         assert bad.json()["errors"][0]["details"] == {"parameter": "relevance_interval"}
+
+
+async def test_raised_alerts_follow_the_newest_telemetry(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    device = await provision(gateway, installer_token, "Stack")
+    now = int(time.time())
+    topic = f"v1/from/{device.hardware_id}/s/v1/telemetry"
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=installer_token)
+    async with (
+        aiomqtt.Client(
+            "127.0.0.1", gateway.mqtt_port, username=device.hardware_id, password=device.password, timeout=5
+        ) as publisher,
+        enapter.http.api.Client(config=api) as client,
+    ):
+
+        async def alerts_become(expected: list[str]) -> None:
+            async def current() -> bool:
+                found = await client.devices.get(device.device_id, expand_raised_alert_names=True)
+                return found.raised_alert_names == expected
+
+            await eventually(current, 10)
+
+        await publisher.publish(
+            topic, json.dumps({"timestamp": now, "alerts": ["overheat", "low_h2o"], "t": 1})
+        )
+        await alerts_become(["overheat", "low_h2o"])
+        # A late, older message does not bring back what a newer one said.
+        await publisher.publish(topic, json.dumps({"timestamp": now + 1, "alerts": ["overheat"]}))
+        await publisher.publish(
+            topic, json.dumps({"timestamp": now - 5, "alerts": ["stale_alert"], "marker": 1})
+        )
+
+        async def late_one_stored() -> bool:
+            latest = await client.telemetry.latest({device.device_id: ["marker"]})
+            return latest[device.device_id]["marker"] is not None
+
+        await eventually(late_one_stored, 10)
+        found = await client.devices.get(device.device_id, expand_raised_alert_names=True)
+        assert found.raised_alert_names == ["overheat"]
+        # `null` (what the SDK sends when the code set no alerts) clears them, as does absence.
+        await publisher.publish(topic, json.dumps({"timestamp": now + 2, "alerts": None, "t": 2}))
+        await alerts_become([])
+        listed = await client.devices.get(device.device_id, expand_raised_alert_names=True)
+        assert listed.raised_alert_names == []

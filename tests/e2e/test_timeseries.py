@@ -20,7 +20,7 @@ import httpx
 import pytest
 from enapter.http.api.telemetry import DataType, Selector
 
-from tests.gateway_process import GatewayProcess, ProvisionedDevice, eventually, provision, write_config
+from tests.gateway_process import GatewayProcess, ProvisionedDevice, eventually, provision, running_gateway
 
 # An hour boundary two hours ago: every value is older than a tiny raw retention.
 BASE = (int(time.time()) // 3600 - 2) * 3600
@@ -191,13 +191,8 @@ async def test_csv_aggregations_gap_filling_and_errors(gateway: GatewayProcess, 
 
 @pytest.fixture
 def short_retention(tmp_path: Path) -> Iterator[GatewayProcess]:
-    config, api_port, mqtt_port = write_config(tmp_path, {"retention": {"telemetry_raw": 2}})
-    process = GatewayProcess(tmp_path, config, api_port, mqtt_port)
-    process.start()
-    try:
+    with running_gateway(tmp_path, {"retention": {"telemetry_raw": 2}}) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.log()
 
 
 async def test_rollups_answer_after_raw_values_are_deleted(short_retention: GatewayProcess) -> None:

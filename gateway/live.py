@@ -1,0 +1,176 @@
+"""The live feed: accepted device messages fanned out to stream subscribers (the WebSocket streams).
+
+`publish` is an ingest listener on the per-message hot path: it never awaits and does nothing but a
+length check when nobody is subscribed. Each subscription has a bounded queue; a subscriber that
+lets it fill is dropped (its queue is freed and its next `get` raises `SlowConsumer`) rather than
+buffered without bound. The number of subscriptions is capped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+from gateway.model import LogEntry, Properties, Telemetry
+from gateway.store.store import Ingested
+
+# What can be streamed; command responses have their own waiters (`gateway.commands`).
+StreamedKind: TypeAlias = type[Telemetry] | type[Properties] | type[LogEntry]
+
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_MAX_SUBSCRIPTIONS = 100
+
+
+class SubscriptionEnded(Exception):
+    """A subscription gives nothing more; the subclass says why."""
+
+
+class SlowConsumer(SubscriptionEnded):
+    """The subscriber fell behind: its queue was full, or it could not take a message in time."""
+
+
+class FeedClosed(SubscriptionEnded):
+    """The feed was closed (the gateway is stopping)."""
+
+
+class TooManySubscriptions(Exception):
+    """`subscribe` refused: the cap on concurrent subscriptions is reached."""
+
+
+class Subscription:
+    """One subscriber's view of the feed: the messages it asked for, in arrival order."""
+
+    def __init__(self, device_ids: frozenset[str] | None, kinds: frozenset[StreamedKind], size: int) -> None:
+        self.device_ids = device_ids
+        self.kinds = kinds
+        self._size = size
+        self._items: collections.deque[Ingested] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._ended: type[SubscriptionEnded] | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the subscription was dropped or its feed closed."""
+        return self._ended is not None
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting to be taken with `get`."""
+        return len(self._items)
+
+    async def get(self) -> Ingested:
+        """The next message; raises `SlowConsumer` once dropped, `FeedClosed` once the feed closed."""
+        while True:
+            if self._ended is not None:
+                raise self._ended()
+            if self._items:
+                return self._items.popleft()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def offer(self, item: Ingested) -> bool:
+        """Queue `item`; False (and the subscription dropped) when the queue is already full."""
+        if self._ended is not None:
+            return True
+        if len(self._items) >= self._size:
+            self.end(SlowConsumer)
+            return False
+        self._items.append(item)
+        self._wakeup.set()
+        return True
+
+    def end(self, why: type[SubscriptionEnded]) -> None:
+        """End the subscription: the queue is freed and the waiting `get` raises `why`."""
+        if self._ended is None:
+            self._ended = why
+            self._items.clear()
+            self._wakeup.set()
+
+
+class LiveFeed:
+    """Fans out every accepted device message to the subscriptions that asked for its device and kind."""
+
+    def __init__(
+        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    ) -> None:
+        self._queue_size = queue_size
+        self._max_subscriptions = max_subscriptions
+        self._subscriptions: set[Subscription] = set()
+        self._by_device: dict[str, set[Subscription]] = {}
+        self._every_device: set[Subscription] = set()
+        self._closed = False
+        self.dropped = 0  # subscriptions ended as slow consumers
+        self.refused = 0  # subscriptions refused at the cap
+
+    @property
+    def subscriptions(self) -> int:
+        """Open subscriptions (dropped ones count until their subscriber leaves)."""
+        return len(self._subscriptions)
+
+    def publish(self, item: Ingested) -> None:
+        """Offer one accepted message to its subscribers (an ingest listener: never blocks)."""
+        if not self._subscriptions:
+            return
+        kind = type(item.message)
+        for group in (self._by_device.get(item.device_id), self._every_device):
+            if not group:
+                continue
+            for subscription in group:
+                if kind in subscription.kinds and not subscription.offer(item):
+                    self.dropped += 1
+
+    def drop(self, subscription: Subscription) -> None:
+        """Drop a subscriber that could not take a message in time (counted like a full queue)."""
+        if not subscription.ended:
+            subscription.end(SlowConsumer)
+            self.dropped += 1
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, device_ids: frozenset[str] | None, kinds: frozenset[StreamedKind]
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to `kinds` of messages from `device_ids` (None: every device) until exit.
+
+        Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
+        """
+        if self._closed:
+            raise FeedClosed()
+        if len(self._subscriptions) >= self._max_subscriptions:
+            self.refused += 1
+            raise TooManySubscriptions()
+        subscription = Subscription(device_ids, kinds, self._queue_size)
+        self._add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._remove(subscription)
+            subscription.end(FeedClosed)
+
+    def close(self) -> None:
+        """End every subscription and refuse new ones (the gateway is stopping)."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.end(FeedClosed)
+
+    def _add(self, subscription: Subscription) -> None:
+        self._subscriptions.add(subscription)
+        if subscription.device_ids is None:
+            self._every_device.add(subscription)
+            return
+        for device_id in subscription.device_ids:
+            self._by_device.setdefault(device_id, set()).add(subscription)
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+        if subscription.device_ids is None:
+            self._every_device.discard(subscription)
+            return
+        for device_id in subscription.device_ids:
+            group = self._by_device.get(device_id)
+            if group is not None:
+                group.discard(subscription)
+                if not group:
+                    del self._by_device[device_id]
