@@ -1075,6 +1075,16 @@ class Store:
         )
         return _device(rows[0]) if rows else None
 
+    async def devices_by_keys(self, keys: Collection[str]) -> dict[str, Device]:
+        """`get_device` for many keys in one query: key -> device, for the keys that name one."""
+        rows = await self._fetch(
+            f"SELECT wanted, {_DEVICE_COLUMNS} FROM (SELECT value AS wanted FROM json_each(?))"
+            " JOIN devices ON id = wanted OR slug = wanted"
+            " ORDER BY id = wanted",  # an id match comes last and wins
+            (_id_list(keys),),
+        )
+        return {row["wanted"]: _device(row) for row in rows}
+
     async def device_by_hardware_id(self, hardware_id: str) -> Device | None:
         """The first device created with this hardware id (a UCM before the Lua devices on it)."""
         rows = await self._fetch(
@@ -1118,6 +1128,18 @@ class Store:
                 result[row["device_id"]] = values
         return result
 
+    async def latest_telemetry_of(self, device_ids: Collection[str]) -> dict[str, dict[str, LatestValue]]:
+        """`latest_telemetry` of many devices in one query: device id -> attribute -> value."""
+        rows = await self._fetch(
+            "SELECT device_id, attribute, value_json, timestamp FROM telemetry_latest"
+            " WHERE device_id IN (SELECT value FROM json_each(?))",
+            (_id_list(device_ids),),
+        )
+        found: dict[str, dict[str, LatestValue]] = {device_id: {} for device_id in device_ids}
+        for device_id, attribute, value_json, timestamp in rows:
+            found[device_id][attribute] = LatestValue(_load(value_json), timestamp)
+        return found
+
     async def latest_telemetry(self, device_id: str) -> dict[str, LatestValue]:
         """The newest value of every telemetry attribute the device has sent (null included)."""
         rows = await self._fetch(
@@ -1136,40 +1158,38 @@ class Store:
         return {row["attribute"]: (row["id"], SeriesKind(row["kind"])) for row in rows}
 
     async def history(
-        self, series_id: int, kind: SeriesKind, *, start: float, end: float, granularity: int
-    ) -> list[Partial]:
-        """Values of one series in [start, end), from the coarsest table whose buckets divide
-        `granularity` (raw values when none does), oldest first.
+        self, series: Mapping[int, SeriesKind], *, start: float, end: float, granularity: int
+    ) -> dict[int, list[Partial]]:
+        """Values of these series in [start, end), oldest first, from the coarsest table whose
+        buckets divide `granularity` (raw values when none does): series id -> values.
 
         A rollup bucket counts as inside when its start is: callers align `start` and `end` to
         the granularity so that raw and rolled-up answers agree.
         """
         table = next((t for t, size in reversed(ROLLUPS) if granularity % size == 0), None)
+        found: dict[int, list[Partial]] = {series_id: [] for series_id in series}
+        ids = json.dumps(list(series))
         if table is None:
             rows = await self._fetch(
-                "SELECT timestamp, value FROM telemetry_raw WHERE series_id = ?"
-                " AND timestamp >= ? AND timestamp < ? ORDER BY timestamp, rowid",
-                (series_id, start, end),
+                "SELECT series_id, timestamp, value FROM telemetry_raw"
+                " WHERE series_id IN (SELECT value FROM json_each(?)) AND timestamp >= ? AND timestamp < ?"
+                " ORDER BY series_id, timestamp, rowid",
+                (ids, start, end),
             )
-            return [_raw_partial(row["timestamp"], row["value"], kind) for row in rows]
+            for series_id, timestamp, value in rows:
+                found[series_id].append(_raw_partial(timestamp, value, series[series_id]))
+            return found
         rows = await self._fetch(
-            "SELECT bucket, count, num_count, total, low, high, last, last_ts"
-            f" FROM {table} WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-            (series_id, start, end),
+            "SELECT series_id, bucket, count, num_count, total, low, high, last, last_ts"
+            f" FROM {table} WHERE series_id IN (SELECT value FROM json_each(?))"
+            " AND bucket >= ? AND bucket < ? ORDER BY series_id, bucket",
+            (ids, start, end),
         )
-        return [
-            Partial(
-                start=row["bucket"],
-                count=row["count"],
-                num_count=row["num_count"],
-                total=row["total"],
-                low=row["low"],
-                high=row["high"],
-                last=from_sql(row["last"], kind),
-                last_ts=row["last_ts"],
-            )
-            for row in rows
-        ]
+        # Positional: this runs for every bucket of every column (1,440 a day per minute).
+        for series_id, bucket, count, num_count, total, low, high, last, last_ts in rows:
+            value = from_sql(last, series[series_id])
+            found[series_id].append(Partial(bucket, count, num_count, total, low, high, value, last_ts))
+        return found
 
     async def last_seen(self, device_ids: Collection[str]) -> dict[str, float]:
         """When each device's last message arrived (gateway clock); absent if never."""

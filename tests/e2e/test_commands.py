@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import enapter
 import httpx
 import pytest
@@ -261,3 +262,37 @@ async def test_v1_execute_plain_and_with_progress(peer: Peer, gateway: GatewayPr
             root + "/commands/v1/execute", json={"hardware_id": "S0", "command_name": "add"}, headers=headers
         )
         assert nobody.status_code == 404
+
+
+async def test_sdk_logger_lines_are_listed_and_streamed(peer: Peer, gateway: GatewayProcess) -> None:
+    """Logs the device writes with the SDK's logger: live on the WebSocket stream, then listed."""
+    token = gateway.create_token("READONLY", name="logs")
+    url = f"{gateway.base_url}/v3/devices/{peer.device_id}/logs"
+    said = [("debug", "d1", False), ("info", "i1", True), ("warning", "w1", False), ("error", "e1", True)]
+    async with (
+        aiohttp.ClientSession(headers={"X-Enapter-Auth-Token": token}) as session,
+        session.ws_connect(
+            url.replace("http://", "ws://"), timeout=aiohttp.ClientWSTimeout(ws_close=5)
+        ) as ws,
+    ):
+        for severity, message, persist in said:
+            done = await peer.client.commands.execute(
+                peer.device_id, "say", {"message": message, "severity": severity, "persist": persist}
+            )
+            assert done.state is ExecutionState.SUCCESS
+        frames: list[dict[str, object]] = []
+        while len(frames) < len(said):
+            frame = await ws.receive_json(timeout=5)
+            if frame["message"] != "peer device started":
+                frames.append(frame)
+        assert [(f["severity"], f["message"], f["persist"]) for f in frames] == said
+        assert [f["log"] for f in frames] == [{"severity": s, "message": m} for s, m, _ in said]
+
+        async with session.get(url, params={"severity": "warning", "order": "RECEIVED_AT_DESC"}) as response:
+            listed = await response.json()
+        assert [(e["severity"], e["message"]) for e in listed["logs"]] == [("error", "e1"), ("warning", "w1")]
+        assert listed["total_count"] == 2
+        async with session.get(url, params={"show": "TEMPORARY_ONLY"}) as response:
+            temporary = [e["message"] for e in (await response.json())["logs"]]
+        # The peer's own start-up line is temporary too (the SDK's default).
+        assert temporary == ["peer device started", "d1", "w1"]

@@ -27,6 +27,14 @@ async def store_values(
     await store.flush()
 
 
+async def history_of(
+    store: Store, series_id: int, kind: SeriesKind, *, start: float, end: float, granularity: int
+) -> list[Partial]:
+    """One series' history."""
+    found = await store.history({series_id: kind}, start=start, end=end, granularity=granularity)
+    return found[series_id]
+
+
 async def test_values_keep_their_types(db_path: Path) -> None:
     async with Store.open(db_path) as store:
         device = await add_device(store)
@@ -52,7 +60,7 @@ async def test_values_keep_their_types(db_path: Path) -> None:
         }
         for name, expected in values.items():
             series_id, kind = series[name]
-            (point,) = await store.history(series_id, kind, start=0, end=120, granularity=1)
+            (point,) = await history_of(store, series_id, kind, start=0, end=120, granularity=1)
             assert point.last == (float(2**70) if name == "big" else expected)
             assert type(point.last) is (float if name == "big" else type(expected))
 
@@ -66,20 +74,20 @@ async def test_rollups_merge_across_batches_and_late_values(db_path: Path) -> No
         await store_values(store, device.id, [(3605.0, {"t": -3})])
         series = await store.series(device.id, ["t", "s"])
         t_id, t_kind = series["t"]
-        minutes = await store.history(t_id, t_kind, start=3600, end=3720, granularity=60)
+        minutes = await history_of(store, t_id, t_kind, start=3600, end=3720, granularity=60)
         assert minutes == [
             Partial(start=3600, count=3, num_count=3, total=3.0, low=-3.0, high=5.0, last=5, last_ts=3610.0),
             Partial(start=3660, count=2, num_count=2, total=6.0, low=2.0, high=4.0, last=4, last_ts=3700.0),
         ]
-        (hour,) = await store.history(t_id, t_kind, start=3600, end=7200, granularity=3600)
+        (hour,) = await history_of(store, t_id, t_kind, start=3600, end=7200, granularity=3600)
         assert hour == Partial(
             start=3600, count=5, num_count=5, total=9.0, low=-3.0, high=5.0, last=4, last_ts=3700.0
         )
         # 120 s buckets are read from the 1-minute table; 90 s ones need the raw values.
-        assert len(await store.history(t_id, t_kind, start=3600, end=3720, granularity=120)) == 2
-        assert len(await store.history(t_id, t_kind, start=3600, end=3720, granularity=90)) == 5
+        assert len(await history_of(store, t_id, t_kind, start=3600, end=3720, granularity=120)) == 2
+        assert len(await history_of(store, t_id, t_kind, start=3600, end=3720, granularity=90)) == 5
         s_id, s_kind = series["s"]
-        (strings,) = await store.history(s_id, s_kind, start=0, end=7200, granularity=3600)
+        (strings,) = await history_of(store, s_id, s_kind, start=0, end=7200, granularity=3600)
         assert (strings.count, strings.num_count, strings.low, strings.last) == (2, 0, None, "b")
 
 
@@ -118,10 +126,10 @@ async def test_version_2_history_is_moved_and_rolled_up(db_path: Path) -> None:
             "n": SeriesKind.STRING,
         }
         t_id, t_kind = series["t"]
-        (minute,) = await store.history(t_id, t_kind, start=0, end=3600, granularity=60)
+        (minute,) = await history_of(store, t_id, t_kind, start=0, end=3600, granularity=60)
         assert (minute.count, minute.total, minute.last) == (2, 3.5, 2.5)
         on_id, on_kind = series["on"]
-        (point,) = await store.history(on_id, on_kind, start=0, end=3600, granularity=1)
+        (point,) = await history_of(store, on_id, on_kind, start=0, end=3600, granularity=1)
         assert point.last is True
     with pytest.raises(sqlite3.OperationalError):
         raw(db_path, "SELECT * FROM telemetry_history")
@@ -136,13 +144,13 @@ async def test_retention_by_age_deletes_oldest_rows_per_table(db_path: Path) -> 
         )
         assert deleted == {"telemetry_raw": 120, "telemetry_1m": 10, "telemetry_1h": 0}
         ((series_id, kind),) = (await store.series(device.id, ["t"])).values()
-        raw_left = await store.history(series_id, kind, start=0, end=7200, granularity=1)
+        raw_left = await history_of(store, series_id, kind, start=0, end=7200, granularity=1)
         assert raw_left[0].start == 3600.0
         assert len(raw_left) == 120
-        minutes = await store.history(series_id, kind, start=0, end=7200, granularity=60)
+        minutes = await history_of(store, series_id, kind, start=0, end=7200, granularity=60)
         assert minutes[0].start == 600
         # The hour rollups still cover the whole range, raw values or not.
-        hours = await store.history(series_id, kind, start=0, end=7200, granularity=3600)
+        hours = await history_of(store, series_id, kind, start=0, end=7200, granularity=3600)
         assert [(hour.start, hour.count) for hour in hours] == [(0, 120), (3600, 120)]
 
 
@@ -161,7 +169,7 @@ async def test_retention_by_size_deletes_the_oldest_raw_values_first(db_path: Pa
         assert deleted["telemetry_1m"] == 0  # dropping raw values was enough
         assert await store.database_size() <= limit
         ((series_id, kind),) = (await store.series(device.id, ["x"])).values()
-        left = await store.history(series_id, kind, start=0, end=20_000, granularity=1)
+        left = await history_of(store, series_id, kind, start=0, end=20_000, granularity=1)
         # What is left is the newest values, up to the last one.
         assert left[-1].last == 19_999
         assert left[0].start > 0

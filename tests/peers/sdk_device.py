@@ -2,7 +2,7 @@
 
 It reads its configuration from ENAPTER_STANDALONE_COMMUNICATION_CONFIG (base64 of the generated
 config), exactly as the SDK documents, and sends properties, telemetry and a log line. Its
-commands: `add` answers, `fail` raises, `hang` never answers.
+commands: `add` answers, `fail` raises, `hang` never answers, `say` logs through the SDK's logger.
 Run: `python -m tests.peers.sdk_device`.
 """
 
@@ -33,6 +33,10 @@ class PeerDevice(enapter.standalone.Device):
 
     async def cmd_fail(self, reason: str) -> None:
         raise RuntimeError(reason)
+
+    async def cmd_say(self, message: str, severity: str, persist: bool) -> None:
+        log = {"debug": self.logger.debug, "info": self.logger.info, "warning": self.logger.warning}
+        await log.get(severity, self.logger.error)(message, persist=persist)
 
     async def cmd_hang(self) -> None:
         await asyncio.Event().wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -12,7 +13,7 @@ from multidict import CIMultiDict
 from gateway.api import dto, errors, lookup, params, timeseries
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import JsonObject, SeriesKind
+from gateway.model import Device, JsonObject, LatestValue, SeriesKind
 
 DEVICE_NOT_FOUND = "Device is not found."
 
@@ -28,14 +29,14 @@ async def latest(request: web.Request) -> web.Response:
     site = await lookup.own_site(request)
     services = request.app[SERVICES]
     now = services.clock()
+    devices, values = await _latest_of(request, selectors, site.id)
     body: JsonObject = {}
     for key, attributes in selectors.items():
-        device = await services.store.get_device(key)
-        if device is None or device.site_id != site.id:
+        device = devices.get(key)
+        if device is None:
             body[key] = {attribute: {"warning": DEVICE_NOT_FOUND} for attribute in attributes}
             continue
-        values = await services.store.latest_telemetry(device.id)
-        body[key] = dto.latest_telemetry(values, attributes, now=now, relevance=relevance)
+        body[key] = dto.latest_telemetry(values[device.id], attributes, now=now, relevance=relevance)
     return json_response({"telemetry": body})
 
 
@@ -58,27 +59,41 @@ async def v1_now(request: web.Request) -> web.Response:
     """
     selectors = params.latest_selectors(request.query)
     site = await lookup.own_site(request)
-    store = request.app[SERVICES].store
+    found, values = await _latest_of(request, selectors, site.id)
     devices: JsonObject = {}
     problems: list[JsonObject] = []
     for key, attributes in selectors.items():
-        device = await store.get_device(key)
-        if device is None or device.site_id != site.id:
+        device = found.get(key)
+        if device is None:
             problems.append(dto.not_found_problem(f"Device {key} not found.", device=key))
             continue
-        values = await store.latest_telemetry(device.id)
-        devices[key] = dto.current_values(values, attributes)
+        current = values[device.id]
+        devices[key] = dto.current_values(current, attributes)
         problems += [
             dto.not_found_problem(
                 f"Telemetry attribute {name} of device {key} not found.", device=key, attribute=name
             )
             for name in attributes
-            if name not in values
+            if name not in current
         ]
     body: JsonObject = {"devices": devices}
     if problems:
         body["errors"] = list(problems)
     return json_response(body)
+
+
+async def _latest_of(
+    request: web.Request, keys: Collection[str], site_id: str
+) -> tuple[dict[str, Device], dict[str, dict[str, LatestValue]]]:
+    """The site's devices named by `keys` (ids or slugs) and their latest values, in two queries
+    whatever the number of devices."""
+    store = request.app[SERVICES].store
+    devices = {
+        key: device
+        for key, device in (await store.devices_by_keys(keys)).items()
+        if device.site_id == site_id
+    }
+    return devices, await store.latest_telemetry_of({device.id for device in devices.values()})
 
 
 async def query_timeseries(request: web.Request) -> web.Response:
@@ -100,29 +115,26 @@ async def query_timeseries(request: web.Request) -> web.Response:
     )
     site = await lookup.own_site(request)
     store = request.app[SERVICES].store
+    devices = await store.devices_by_keys({column.device for column in query.columns})
     known: dict[str, dict[str, tuple[int, SeriesKind]]] = {}
     for key in {column.device for column in query.columns}:
-        device = await store.get_device(key)
+        device = devices.get(key)
         wanted = [column.attribute for column in query.columns if column.device == key]
-        found = device is not None and device.site_id == site.id
-        known[key] = await store.series(device.id, wanted) if device is not None and found else {}
+        ours = device is not None and device.site_id == site.id
+        known[key] = await store.series(device.id, wanted) if device is not None and ours else {}
+    series = {ids for per_device in known.values() for ids in per_device.values()}
+    # One read for every column; the longest look-back serves all (locf ignores what is too old).
+    history = await store.history(
+        dict(series), start=query.start - query.lookback(), end=query.end, granularity=step
+    )
     columns: list[timeseries.Column] = []
     for column in query.columns:
-        series = known[column.device].get(column.attribute)
-        if series is None:
-            columns.append(timeseries.aggregate(column, None, [], query))
-            continue
-        series_id, kind = series
-        look_back = (
-            column.gap_filling.look_around
-            if column.gap_filling.method is timeseries.GapFillingMethod.LOCF
-            else 0.0
-        )
-        partials = await store.history(
-            series_id, kind, start=query.start - look_back, end=query.end, granularity=step
-        )
+        found = known[column.device].get(column.attribute)
         try:
-            columns.append(timeseries.aggregate(column, kind, partials, query))
+            if found is None:
+                columns.append(timeseries.aggregate(column, None, [], query))
+            else:
+                columns.append(timeseries.aggregate(column, found[1], history[found[0]], query))
         except timeseries.QueryError as exc:
             raise errors.invalid_query(exc.field, exc.message) from None
     if not any(known[column.device].get(column.attribute) for column in query.columns):
