@@ -450,10 +450,11 @@ def test_revoked_device_certificate_is_refused(
     with ThreadPoolExecutor(max_workers=1) as pool:
         served = pool.submit(serve_once, server, server_raw)
         # In TLS 1.3 the client finishes its side before the server has checked the client
-        # certificate; the refusal arrives as an alert on the first read.
+        # certificate; the refusal arrives on the first read, as an alert naming the reason or,
+        # when the server's close wins the race, as an EOF. The server's side below says why.
         with (
             client.wrap_socket(client_raw, do_handshake_on_connect=False) as tls,
-            pytest.raises(ssl.SSLError, match="revoked"),
+            pytest.raises(ssl.SSLError, match="revoked|EOF occurred"),
         ):
             echo(tls)
         with pytest.raises(ssl.SSLCertVerificationError, match="revoked"):
