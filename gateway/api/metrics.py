@@ -40,5 +40,11 @@ async def metrics(request: web.Request) -> web.Response:
         f"gateway_device_connects_total {services.presence.connects}",
         "# TYPE gateway_broker_restarts_total counter",
         f"gateway_broker_restarts_total {services.broker_restarts()}",
+        "# TYPE gateway_streams_open gauge",
+        f"gateway_streams_open {services.live.subscriptions}",
+        "# TYPE gateway_streams_dropped_total counter",
+        f"gateway_streams_dropped_total {services.live.dropped}",
+        "# TYPE gateway_streams_refused_total counter",
+        f"gateway_streams_refused_total {services.live.refused}",
     ]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

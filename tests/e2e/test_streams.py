@@ -237,6 +237,9 @@ async def test_open_streams_are_capped(gateway: GatewayProcess, installer_token:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(url)
         assert refused.value.status == 503
+        metrics = gateway.metrics()
+        assert metrics["gateway_streams_open"] == DEFAULT_MAX_SUBSCRIPTIONS
+        assert metrics["gateway_streams_refused_total"] == 1
         await streams.pop().close()
 
         async def admitted() -> aiohttp.ClientWebSocketResponse | None:
@@ -284,6 +287,7 @@ async def test_a_consumer_that_does_not_read_is_dropped(
             assert "slow" in str(message.extra).lower()
         assert delivered < flood
         await stalled.close()
+        assert gateway.metrics()["gateway_streams_dropped_total"] == 1
 
         # The gateway is none the worse: a new stream works.
         async with session.ws_connect(url) as fresh:
