@@ -18,6 +18,7 @@ import collections
 import json
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -201,13 +202,22 @@ class Commands:
             self._deadlines.setdefault(execution_id, (device_id, created_at + self.timeout))
         while True:
             now = self._clock()
-            due = [execution_id for execution_id, (_, deadline) in self._deadlines.items() if deadline <= now]
             # A waiting caller times its own execution out.
-            due = [execution_id for execution_id in due if execution_id not in self._watchers]
+            mine = {
+                execution_id: deadline
+                for execution_id, (_, deadline) in self._deadlines.items()
+                if execution_id not in self._watchers
+            }
+            due = [execution_id for execution_id, deadline in mine.items() if deadline <= now]
             if due:
-                await self._time_out(due)
-            next_deadline = min((deadline for _, deadline in self._deadlines.values()), default=math.inf)
-            await asyncio.sleep(min(SWEEP_INTERVAL_S, max(0.0, next_deadline - now)))
+                try:
+                    await self._time_out(due)
+                except sqlite3.Error as exc:  # e.g. a full disk: they stay due, try again
+                    LOG.error("could not time out %d command execution(s): %s", len(due), exc)
+                    await asyncio.sleep(SWEEP_INTERVAL_S)
+                    continue
+            later = [deadline for deadline in mine.values() if deadline > now]
+            await asyncio.sleep(min(SWEEP_INTERVAL_S, min(later, default=math.inf) - now))
 
     async def _time_out(self, execution_ids: list[str]) -> None:
         # Responses that arrived before the deadline must win over TIMEOUT: store them first.

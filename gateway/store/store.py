@@ -1349,7 +1349,8 @@ class Store:
         ephemeral: bool,
     ) -> CommandExecution:
         """Record a new execution (state NEW) before its request is sent."""
-        now = self._clock()
+        # Whole microseconds, as RFC 3339 shows it: `created_at.gte=<a created_at>` must match it.
+        now = round(self._clock(), 6)
         execution = CommandExecution(
             id=str(uuid.uuid4()),
             device_id=device_id,
