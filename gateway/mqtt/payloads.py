@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -107,7 +108,22 @@ def _parse_json(payload: bytes) -> object:
         return PayloadError("not_json", f"payload is not valid JSON: {exc!s:.{_PREVIEW_CHARS}}")
     if _nesting_exceeds(value, MAX_NESTING):
         return PayloadError("not_json", f"payload nests deeper than {MAX_NESTING} levels")
+    # Only a \u escape can make a lone surrogate (the text itself is valid UTF-8). SQLite cannot
+    # store one, and a batch holding it would fail as a whole.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        return PayloadError("not_json", "payload holds a lone UTF-16 surrogate (\\uD800-\\uDFFF)")
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _nesting_exceeds(value: object, limit: int) -> bool:

@@ -462,3 +462,24 @@ def test_valid_telemetry_round_trips(
     )
     assert isinstance(result, Telemetry)
     assert is_plain_json(dict(result.values))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        rb'{"timestamp": 1, "s": "a\ud800"}',
+        rb'{"timestamp": 1, "\uDC00": 1}',
+        rb'{"timestamp": 1, "a": ["x", "\udfff"]}',
+    ],
+)
+def test_lone_surrogates_are_refused(payload: bytes) -> None:
+    """SQLite cannot store them; one in a batch would fail the whole batch."""
+    result = decode(MessageKind.TELEMETRY, payload, 1.0)
+    assert isinstance(result, PayloadError)
+    assert result.reason == "not_json"
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    result = decode(MessageKind.TELEMETRY, rb'{"timestamp": 1, "s": "\ud83d\ude00", "b": "\\ud800"}', 1.0)
+    assert isinstance(result, Telemetry)
+    assert result.values == {"s": "\U0001f600", "b": "\\ud800"}
