@@ -159,7 +159,7 @@ class Commands:
     ) -> None:
         while True:
             try:
-                async with asyncio.timeout_at(self._loop_time(deadline)):
+                async with asyncio.timeout(max(0.0, deadline - self._clock())):
                     await watcher.arrived.wait()
             except TimeoutError:
                 await self._time_out([execution_id])
@@ -172,10 +172,6 @@ class Commands:
                     await on_progress(response)
             if watcher.finished:
                 return
-
-    def _loop_time(self, deadline: float) -> float:
-        """`deadline` (on this object's clock) on the event loop's clock."""
-        return asyncio.get_running_loop().time() + max(0.0, deadline - self._clock())
 
     def on_ingested(self, item: Ingested) -> None:
         """Ingest listener: hands responses to whoever waits for their execution."""

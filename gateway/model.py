@@ -70,10 +70,17 @@ class MqttProtocol(enum.StrEnum):
 
 
 class LogSeverity(enum.StrEnum):
+    """Least to most severe."""
+
     DEBUG = "debug"
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
+
+    def and_more_severe(self) -> frozenset[LogSeverity]:
+        """This level and every more severe one: what a `severity=<level>` filter shows."""
+        levels = list(LogSeverity)
+        return frozenset(levels[levels.index(self) :])
 
 
 class CommandResponseState(enum.StrEnum):

@@ -706,11 +706,7 @@ class Store:
         )
         merged: dict[str, tuple[dict[str, JsonValue], float]] = {}
         for row in stored:
-            loaded = _load(row["values_json"])
-            merged[row["device_id"]] = (
-                loaded if isinstance(loaded, dict) else {},
-                row["timestamp"],
-            )
+            merged[row["device_id"]] = (_load_object(row["values_json"]), row["timestamp"])
         for device_id, values, ts in messages:
             current, newest = merged.get(device_id, ({}, ts))
             current.update(values)
@@ -1068,12 +1064,7 @@ class Store:
 
     async def get_device(self, id_or_slug: str) -> Device | None:
         """The device with this id or, failing that, this slug."""
-        rows = await self._fetch(
-            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = :key OR slug = :key"
-            " ORDER BY id = :key DESC LIMIT 1",
-            {"key": id_or_slug},
-        )
-        return _device(rows[0]) if rows else None
+        return (await self.devices_by_keys([id_or_slug])).get(id_or_slug)
 
     async def devices_by_keys(self, keys: Collection[str]) -> dict[str, Device]:
         """`get_device` for many keys in one query: key -> device, for the keys that name one."""
@@ -1142,11 +1133,7 @@ class Store:
 
     async def latest_telemetry(self, device_id: str) -> dict[str, LatestValue]:
         """The newest value of every telemetry attribute the device has sent (null included)."""
-        rows = await self._fetch(
-            "SELECT attribute, value_json, timestamp FROM telemetry_latest WHERE device_id = ?",
-            (device_id,),
-        )
-        return {row["attribute"]: LatestValue(_load(row["value_json"]), row["timestamp"]) for row in rows}
+        return (await self.latest_telemetry_of([device_id]))[device_id]
 
     async def series(self, device_id: str, attributes: Collection[str]) -> dict[str, tuple[int, SeriesKind]]:
         """The id and kind of each of the device's telemetry series among `attributes`."""
@@ -1168,7 +1155,7 @@ class Store:
         """
         table = next((t for t, size in reversed(ROLLUPS) if granularity % size == 0), None)
         found: dict[int, list[Partial]] = {series_id: [] for series_id in series}
-        ids = json.dumps(list(series))
+        ids = _dump(list(series))
         if table is None:
             rows = await self._fetch(
                 "SELECT series_id, timestamp, value FROM telemetry_raw"
@@ -1482,11 +1469,10 @@ class Store:
                 (_id_list([row["id"] for row in rows]),),
             )
             for response in found:
-                payload = _load(response["payload_json"])
                 responses.setdefault((response["device_id"], response["execution_id"]), []).append(
                     ExecutionResponse(
                         state=CommandResponseState(response["state"]),
-                        payload=payload if isinstance(payload, dict) else {},
+                        payload=_load_object(response["payload_json"]),
                         received_at=response["received_at"],
                     )
                 )

@@ -7,16 +7,13 @@ from aiohttp import web
 from gateway.api import dto, lookup, params
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import LogSeverity
-
-_LEVELS = list(LogSeverity)  # least to most severe
 
 
 async def device_logs(request: web.Request) -> web.Response:
     """The device's logs, filtered, ordered by arrival and paged, with `total_count`."""
     query = params.log_query(request.query)
     device = await lookup.device(request, await lookup.own_site(request))
-    severities = None if query.severity is None else _LEVELS[_LEVELS.index(query.severity) :]
+    severities = None if query.severity is None else query.severity.and_more_severe()
     entries, total = await request.app[SERVICES].store.logs(
         device.id,
         offset=query.page.offset,

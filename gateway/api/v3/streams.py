@@ -35,8 +35,6 @@ MAX_MONITORED_DEVICES = 100
 SLOW_CONSUMER = (WSCloseCode.POLICY_VIOLATION, "Too slow: messages were not taken in time; reconnect.")
 GOING_AWAY = (WSCloseCode.GOING_AWAY, "The gateway is stopping.")
 
-_LEVELS = list(LogSeverity)  # least to most severe
-
 # A frame for one message, or None when the stream's filters leave it out.
 Framer = Callable[[Ingested], JsonObject | None]
 
@@ -88,7 +86,7 @@ def monitor_frame(item: Ingested) -> JsonObject | None:
 
 def log_filter(severity: LogSeverity | None, persisted: bool | None) -> Framer:
     """Log frames of `severity` and more severe (all when None), persisted or temporary ones only."""
-    shown = frozenset(_LEVELS if severity is None else _LEVELS[_LEVELS.index(severity) :])
+    shown = frozenset(LogSeverity) if severity is None else severity.and_more_severe()
 
     def frame(item: Ingested) -> JsonObject | None:
         entry = item.message

@@ -87,13 +87,15 @@ async def _latest_of(
 ) -> tuple[dict[str, Device], dict[str, dict[str, LatestValue]]]:
     """The site's devices named by `keys` (ids or slugs) and their latest values, in two queries
     whatever the number of devices."""
+    devices = await _site_devices(request, keys, site_id)
     store = request.app[SERVICES].store
-    devices = {
-        key: device
-        for key, device in (await store.devices_by_keys(keys)).items()
-        if device.site_id == site_id
-    }
     return devices, await store.latest_telemetry_of({device.id for device in devices.values()})
+
+
+async def _site_devices(request: web.Request, keys: Collection[str], site_id: str) -> dict[str, Device]:
+    """The site's devices named by `keys` (ids or slugs), in one query: key -> device."""
+    found = await request.app[SERVICES].store.devices_by_keys(keys)
+    return {key: device for key, device in found.items() if device.site_id == site_id}
 
 
 async def query_timeseries(request: web.Request) -> web.Response:
@@ -115,21 +117,25 @@ async def query_timeseries(request: web.Request) -> web.Response:
     )
     site = await lookup.own_site(request)
     store = request.app[SERVICES].store
-    devices = await store.devices_by_keys({column.device for column in query.columns})
+    devices = await _site_devices(request, {column.device for column in query.columns}, site.id)
     known: dict[str, dict[str, tuple[int, SeriesKind]]] = {}
-    for key in {column.device for column in query.columns}:
-        device = devices.get(key)
+    for key, device in devices.items():
         wanted = [column.attribute for column in query.columns if column.device == key]
-        ours = device is not None and device.site_id == site.id
-        known[key] = await store.series(device.id, wanted) if device is not None and ours else {}
+        known[key] = await store.series(device.id, wanted)
     series = {ids for per_device in known.values() for ids in per_device.values()}
+    if not series:
+        raise errors.ApiError(
+            404,
+            "telemetrypersistence/NO_TELEMETRY_ATTRIBUTES_FOUND",
+            "No telemetry attributes found for the query.",
+        )
     # One read for every column; the longest look-back serves all (locf ignores what is too old).
     history = await store.history(
         dict(series), start=query.start - query.lookback(), end=query.end, granularity=step
     )
     columns: list[timeseries.Column] = []
     for column in query.columns:
-        found = known[column.device].get(column.attribute)
+        found = known.get(column.device, {}).get(column.attribute)
         try:
             if found is None:
                 columns.append(timeseries.aggregate(column, None, [], query))
@@ -137,12 +143,6 @@ async def query_timeseries(request: web.Request) -> web.Response:
                 columns.append(timeseries.aggregate(column, found[1], history[found[0]], query))
         except timeseries.QueryError as exc:
             raise errors.invalid_query(exc.field, exc.message) from None
-    if not any(known[column.device].get(column.attribute) for column in query.columns):
-        raise errors.ApiError(
-            404,
-            "telemetrypersistence/NO_TELEMETRY_ATTRIBUTES_FOUND",
-            "No telemetry attributes found for the query.",
-        )
     data_types, csv_text = timeseries.render_csv(columns)
     headers = CIMultiDict(("X-Enapter-Timeseries-Data-Types", data_type) for data_type in data_types)
     return web.Response(body=csv_text.encode(), headers=headers, content_type="text/csv")
