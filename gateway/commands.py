@@ -88,17 +88,26 @@ class Commands:
         name: str,
         arguments: Mapping[str, JsonValue],
         *,
+        manifest_name: str | None = None,
         ephemeral: bool = False,
         watcher: _Watcher | None = None,
     ) -> CommandExecution:
         """Record an execution and send its request; returns the recorded execution.
 
+        `name` is what the caller asked for (maybe an alias); the device is sent `manifest_name`,
+        the command's name in its manifest, when there is one.
+
         Never raises for delivery problems: an offline device or an unreachable broker ends the
         execution as ERROR with a message saying why. A `watcher` is registered before the
         request goes out, so that it sees even the quickest response.
         """
+        manifest_name = manifest_name or name
         execution = await self._store.create_execution(
-            device_id=device.id, name=name, manifest_name=name, arguments=arguments, ephemeral=ephemeral
+            device_id=device.id,
+            name=name,
+            manifest_name=manifest_name,
+            arguments=arguments,
+            ephemeral=ephemeral,
         )
         channel = device.channel
         if channel is None or not self._is_online(device):
@@ -107,7 +116,7 @@ class Commands:
         self._deadlines[execution.id] = (device.id, execution.created_at + self.timeout)
         if watcher is not None:
             self._watchers[execution.id] = watcher
-        request = {"id": execution.id, "name": name, "arguments": dict(arguments)}
+        request = {"id": execution.id, "name": manifest_name, "arguments": dict(arguments)}
         try:
             await self._publish(
                 topics.command_requests_topic(channel),
@@ -128,6 +137,7 @@ class Commands:
         name: str,
         arguments: Mapping[str, JsonValue],
         *,
+        manifest_name: str | None = None,
         ephemeral: bool = False,
         on_progress: Callable[[CommandResponse], Awaitable[None]] | None = None,
     ) -> CommandExecution:
@@ -136,7 +146,9 @@ class Commands:
         `on_progress` is called with each non-final response as it arrives.
         """
         watcher = _Watcher()
-        execution = await self.start(device, name, arguments, ephemeral=ephemeral, watcher=watcher)
+        execution = await self.start(
+            device, name, arguments, manifest_name=manifest_name, ephemeral=ephemeral, watcher=watcher
+        )
         try:
             if execution.id in self._watchers:
                 deadline = execution.created_at + self.timeout

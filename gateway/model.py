@@ -175,11 +175,41 @@ DeviceMessage: TypeAlias = Telemetry | Properties | LogEntry | CommandResponse
 
 
 @dataclass(frozen=True, slots=True)
+class Location:
+    """Where the site is; every part is optional (`enapter-http-api.md` §3.2)."""
+
+    name: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     id: str
     name: str
     timezone: str
     updated_at: float
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    """An uploaded blueprint: its compiled manifest as JSON (the archive is read on its own)."""
+
+    id: str
+    digest: str
+    name: str
+    manifest: JsonObject
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A telemetry or properties value that its device's manifest does not declare or allow."""
+
+    section: str  # "telemetry" | "properties"
+    attribute: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from gateway.api.app import serve
 from gateway.api.dto import TimeSync
 from gateway.api.services import DeviceEndpoint, Services
+from gateway.blueprints.catalog import ManifestCatalog
 from gateway.commands import Commands
 from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
 from gateway.live import LiveFeed
@@ -151,7 +152,8 @@ async def run(config: Config) -> None:
             else:
                 endpoint = external_endpoint(config.mqtt.external)
                 LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
-            ingest = Ingest(endpoint, store, presence)
+            manifests = await ManifestCatalog.load(store)
+            ingest = Ingest(endpoint, store, presence, manifests)
             ingest.register(await all_devices(store))
             commands = Commands(
                 store,
@@ -176,6 +178,7 @@ async def run(config: Config) -> None:
                 device_endpoint=device_endpoint(config, mqtts=issuer is not None),
                 broker_restarts=lambda: 0 if broker is None else broker.restarts,
                 live=live,
+                manifests=manifests,
             )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:

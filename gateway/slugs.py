@@ -28,3 +28,20 @@ def slugify(name: str) -> str:
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     slug = _NOT_SLUG_CHARS.sub("-", stripped).strip("-")
     return slug or DEFAULT_SLUG
+
+
+_SLUG: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why `slug` cannot be a device slug, or None if it can.
+
+    Slugs stand in for ids in every URL, so they are URL-safe (lower-case letters, digits, `-`
+    and `_`, at most 64) and never look like an id, which would make `{device}` ambiguous.
+    """
+    if not _SLUG.fullmatch(slug):
+        return "must be 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or a digit"
+    if _UUID.fullmatch(slug):
+        return "must not look like a device id"
+    return None

@@ -3,8 +3,9 @@
 Every v3 device route is served under `/api/v3/devices/...` and `/api/v3/sites/{site_id}/devices/...`
 (the newest CLI and VS Code use the site-scoped form); the Assets API v1 under `/api/assets/v1` and at
 the root `/assets/v1` (the Go client drops the base path), see `enapter-http-api.md` §1.3, §10.
-Minimum roles follow §2 of that reference: every read for READONLY, device changes and credentials
-for OWNER, provisioning for INSTALLER (its §12 recommendation).
+Minimum roles follow §2 of that reference: every read for READONLY, site and device changes,
+credentials and blueprint uploads for OWNER, provisioning for INSTALLER (its §12 recommendation);
+a command's own `access_level` is checked by the command handlers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.api import assets_v1, commands_v1, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import commands, devices, provisioning, sites, streams, telemetry
+from gateway.api.v3 import blueprints, commands, devices, provisioning, sites, streams, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -44,7 +45,12 @@ def endpoints() -> list[Endpoint]:
         table += [
             Endpoint("GET", prefix + "/devices", devices.list_devices, Role.READONLY),
             Endpoint("GET", prefix + "/devices/{device}", devices.get_device, Role.READONLY),
+            Endpoint("PATCH", prefix + "/devices/{device}", devices.update_device, Role.OWNER),
             Endpoint("DELETE", prefix + "/devices/{device}", devices.delete_device, Role.OWNER),
+            Endpoint(
+                "POST", prefix + "/devices/{device}/assign_blueprint", devices.assign_blueprint, Role.OWNER
+            ),
+            Endpoint("GET", prefix + "/devices/{device}/manifest", devices.get_manifest, Role.READONLY),
             Endpoint(
                 "POST", prefix + "/devices/{device}/generate_config", devices.generate_config, Role.OWNER
             ),
@@ -52,12 +58,15 @@ def endpoints() -> list[Endpoint]:
             Endpoint("GET", prefix + "/devices/", streams.monitor, Role.READONLY),
             Endpoint("GET", prefix + "/devices/{device}/telemetry", streams.device_telemetry, Role.READONLY),
             Endpoint("GET", prefix + "/devices/{device}/logs", streams.device_logs, Role.READONLY),
-            # USER is the default `access_level` of a manifest command (§6).
+            # Each command's own `access_level` (USER unless its manifest says) is checked inside.
             Endpoint(
-                "POST", prefix + "/devices/{device}/execute_command", commands.execute_command, Role.USER
+                "POST", prefix + "/devices/{device}/execute_command", commands.execute_command, Role.READONLY
             ),
             Endpoint(
-                "POST", prefix + "/devices/{device}/command_executions", commands.create_execution, Role.USER
+                "POST",
+                prefix + "/devices/{device}/command_executions",
+                commands.create_execution,
+                Role.READONLY,
             ),
             Endpoint(
                 "GET",
@@ -74,9 +83,33 @@ def endpoints() -> list[Endpoint]:
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
+        Endpoint("PATCH", "/api/v3/site", sites.update_site, Role.OWNER),
         Endpoint("GET", "/api/v3/sites", sites.list_sites, Role.READONLY),
+        Endpoint("POST", "/api/v3/sites", sites.create_site, Role.OWNER),
+        Endpoint("GET", "/api/v3/users/me/sites", sites.list_sites, Role.READONLY),
         Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
+        Endpoint("PATCH", "/api/v3/sites/{site_id}", sites.update_site, Role.OWNER),
+        Endpoint("DELETE", "/api/v3/sites/{site_id}", sites.delete_site, Role.OWNER),
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
+        Endpoint("POST", "/api/v3/provisioning/vucm", provisioning.vucm, Role.INSTALLER),
+        Endpoint("POST", "/api/v3/provisioning/ucm", provisioning.ucm, Role.INSTALLER),
+        Endpoint("POST", "/api/v3/provisioning/lua_device", provisioning.lua_device, Role.INSTALLER),
+        # Fixed blueprint paths before `{blueprint_id}`, which would match them too.
+        Endpoint("POST", "/api/v3/blueprints/upload", blueprints.upload, Role.OWNER),
+        # Validation needs no token (`enapter-http-api.md` §8).
+        Endpoint("POST", "/api/v3/blueprints/validate", blueprints.validate, None),
+        Endpoint("POST", "/api/v3/blueprints/upload_device_profiles", blueprints.upload_profiles, Role.OWNER),
+        # python-sdk and the CLI call the same download by two paths.
+        Endpoint(
+            "GET", "/api/v3/blueprints/device_profiles/download", blueprints.download_profiles, Role.READONLY
+        ),
+        Endpoint(
+            "GET", "/api/v3/blueprints/download_device_profiles", blueprints.download_profiles, Role.READONLY
+        ),
+        Endpoint("GET", "/api/v3/blueprints/enapter/{name}/{tag}", blueprints.get_named, Role.READONLY),
+        Endpoint("GET", "/api/v3/blueprints/{blueprint_id}", blueprints.get_blueprint, Role.READONLY),
+        # The docs let the archive download run without a token (§8).
+        Endpoint("GET", "/api/v3/blueprints/{blueprint_id}/zip", blueprints.download, None),
         Endpoint("GET", "/api/v3/telemetry/latest", telemetry.latest, Role.READONLY),
         Endpoint("POST", "/api/v3/telemetry/query_timeseries", telemetry.query_timeseries, Role.READONLY),
         Endpoint(
@@ -89,8 +122,9 @@ def endpoints() -> list[Endpoint]:
             Endpoint("GET", root + "/assets/v1/devices", assets_v1.list_devices, Role.READONLY),
             Endpoint("GET", root + "/assets/v1/devices/{device}", assets_v1.get_device, Role.READONLY),
             Endpoint("GET", root + "/telemetry/v1/now", telemetry.v1_now, Role.READONLY),
-            Endpoint("POST", root + "/commands/v1/execute", commands_v1.execute, Role.USER),
+            Endpoint("POST", root + "/commands/v1/execute", commands_v1.execute, Role.READONLY),
             Endpoint("POST", root + "/telemetry/v1/timeseries", telemetry.query_timeseries, Role.READONLY),
+            Endpoint("GET", root + "/blueprints/v1/download", blueprints.download_v1, Role.READONLY),
         ]
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
     return table

@@ -18,6 +18,7 @@ from gateway.api import errors, params
 from gateway.api.lookup import own_site
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
+from gateway.api.v3.commands import declared_name
 from gateway.model import CommandExecution, CommandResponse, Device, ExecutionState, JsonObject
 
 _TRUE = frozenset({"true", "1", "yes"})
@@ -28,9 +29,12 @@ async def execute(request: web.Request) -> web.StreamResponse:
     body = params.json_object(await request.read())
     device = await _device(request, body)
     command = params.command_request(body, name_field="command_name")
+    manifest_name = declared_name(request, device, command.name, command.arguments)
     commands = request.app[SERVICES].commands
     if request.query.get("show_progress", "").lower() not in _TRUE:
-        execution = await commands.execute(device, command.name, command.arguments)
+        execution = await commands.execute(
+            device, command.name, command.arguments, manifest_name=manifest_name
+        )
         return json_response(outcome(execution))
     stream = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await stream.prepare(request)
@@ -42,7 +46,9 @@ async def execute(request: web.Request) -> web.StreamResponse:
         await line({"state": "device_in_progress", "payload": dict(response.payload)})
 
     await line({"state": "started"})
-    execution = await commands.execute(device, command.name, command.arguments, on_progress=progress)
+    execution = await commands.execute(
+        device, command.name, command.arguments, manifest_name=manifest_name, on_progress=progress
+    )
     await line(outcome(execution))
     await stream.write_eof()
     return stream

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway.blueprints.manifest import AlertSeverity, Manifest
 from gateway.model import (
+    Blueprint,
     CommandExecution,
     Connectivity,
     Device,
@@ -19,7 +21,9 @@ from gateway.model import (
     JsonObject,
     JsonValue,
     LatestValue,
+    Location,
     LogEntry,
+    Mismatch,
     MqttProtocol,
     Role,
     Site,
@@ -41,8 +45,18 @@ def site(record: Site, role: Role) -> JsonObject:
         "version": "V3",
         "authorized_role": role.value,
         "archived": False,
-        "location": None,
+        "location": None if record.location is None else location(record.location),
     }
+
+
+def blueprint(record: Blueprint) -> JsonObject:
+    """`{"id", "created_at"}`: all that Enapter's clients read of a blueprint (§3.4)."""
+    return {"id": record.id, "created_at": rfc3339(record.created_at)}
+
+
+def location(record: Location) -> JsonObject:
+    """`{"name", "latitude", "longitude"}`, each possibly null."""
+    return {"name": record.name, "latitude": record.latitude, "longitude": record.longitude}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,12 @@ class DeviceView:
     properties: dict[str, JsonValue]
     connectivity: Connectivity
     raised_alert_names: list[str]
+    # The compiled manifest of the device's blueprint; None without one.
+    manifest: JsonObject | None = None
+    implemented_profiles: tuple[str, ...] = ()
+    alert_details: list[JsonObject] = field(default_factory=list)
+    # (what, how many times, last received) for `expand=manifest_mismatches`
+    mismatches: list[tuple[Mismatch, int, float]] = field(default_factory=list)
 
 
 def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record: Site) -> JsonObject:
@@ -67,10 +87,10 @@ def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record:
         "slug": record.slug,
         "type": record.type.value,
         "authorized_role": role.value,
-        "implemented_profiles": [],
+        "implemented_profiles": list(view.implemented_profiles),
     }
     if "manifest" in expand:
-        body["manifest"] = None  # blueprints arrive with a later issue
+        body["manifest"] = view.manifest
     if "properties" in expand:
         body["properties"] = dict(view.properties)
     if "connectivity" in expand:
@@ -94,7 +114,37 @@ def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record:
         body["site"] = site(site_record, role)
     if "raised_alert_names" in expand:
         body["raised_alert_names"] = list(view.raised_alert_names)
+    if "raised_alerts" in expand:
+        body["raised_alerts"] = list(view.alert_details)
+    if "manifest_mismatches" in expand:
+        body["manifest_mismatches"] = [
+            {
+                "section": mismatch.section,
+                "attribute": mismatch.attribute,
+                "reason": mismatch.reason,
+                "count": count,
+                "last_seen_at": rfc3339(last_seen),
+            }
+            for mismatch, count, last_seen in view.mismatches
+        ]
     return body
+
+
+def alert_details(manifest: Manifest | None, names: Sequence[str]) -> list[JsonObject]:
+    """Raised alerts with their declared severity and display name; an undeclared alert counts
+    as `error` under its own name (`enapter-device-protocol.md` §1.3)."""
+    details: list[JsonObject] = []
+    for name in names:
+        declared = None if manifest is None else manifest.alerts.get(name)
+        details.append(
+            {
+                "name": name,
+                "severity": AlertSeverity.ERROR.value if declared is None else declared.severity.value,
+                "display_name": name if declared is None else declared.display_name,
+                "declared": declared is not None,
+            }
+        )
+    return details
 
 
 _UCM_TYPES = frozenset(
@@ -135,7 +185,7 @@ def asset_device(view: DeviceView, *, expand: frozenset[str]) -> JsonObject:
     if "connectivity" in expand:
         body["connectivity"] = {"online": view.connectivity is Connectivity.ONLINE}
     if "manifest" in expand:
-        body["manifest"] = None
+        body["manifest"] = view.manifest
     return body
 
 

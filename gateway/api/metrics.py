@@ -27,6 +27,11 @@ async def metrics(request: web.Request) -> web.Response:
         f'gateway_mqtt_messages_dropped_total{{reason="{_escape(reason)}"}} {count}'
         for reason, count in sorted(ingest.dropped.items())
     ]
+    lines.append("# TYPE gateway_manifest_mismatches_total counter")
+    lines += [
+        f'gateway_manifest_mismatches_total{{section="{section}"}} {count}'
+        for section, count in sorted(ingest.flagged.items())
+    ]
     lines += [
         "# TYPE gateway_store_items_committed_total counter",
         f"gateway_store_items_committed_total {store.committed}",

@@ -14,8 +14,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway import slugs
 from gateway.api.errors import bad_request, invalid_parameter
-from gateway.model import ExecutionState, JsonObject, LogSeverity
+from gateway.model import ExecutionState, JsonObject, Location, LogSeverity, MqttProtocol
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -30,6 +31,10 @@ DEVICE_EXPANDS = frozenset(
         "communication_info",
         "site",
         "raised_alert_names",
+        # The gateway's own additions, which Enapter's clients never ask for: raised alerts with
+        # their severity, and what the device sent that its manifest does not declare or allow.
+        "raised_alerts",
+        "manifest_mismatches",
     }
 )
 ASSET_EXPANDS = frozenset({"manifest", "properties", "connectivity"})
@@ -312,3 +317,85 @@ def command_request(body: JsonObject, *, name_field: str = "name") -> CommandReq
     if not isinstance(ephemeral, bool):
         raise invalid_parameter("ephemeral", "must be true or false")
     return CommandRequest(name=name, arguments=arguments, ephemeral=ephemeral)
+
+
+def slug(body: JsonObject, name: str = "slug") -> str | None:
+    """An optional device slug (absent, null or "" = not given) that follows the slug rules."""
+    value = optional_string(body, name, max_length=64)
+    if value is not None:
+        problem = slugs.slug_problem(value)
+        if problem is not None:
+            raise invalid_parameter(name, problem)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChanges:
+    """`PATCH /v3/devices/{device}`: None = unchanged (python-sdk sends null, the CLI "")."""
+
+    name: str | None
+    slug: str | None
+
+
+def device_changes(body: JsonObject) -> DeviceChanges:
+    """Parse a device PATCH body; `device_name` is the older docs' name for `name`."""
+    name = optional_string(body, "name") or optional_string(body, "device_name")
+    if name is not None and not name.strip():
+        raise invalid_parameter("name", "must not be blank")
+    return DeviceChanges(name=name, slug=slug(body))
+
+
+@dataclass(frozen=True, slots=True)
+class SiteChanges:
+    """`PATCH /v3/site`: None = unchanged (python-sdk sends null for what it leaves alone)."""
+
+    name: str | None
+    timezone: str | None
+    location: Location | None
+
+
+def site_changes(body: JsonObject) -> SiteChanges:
+    """Parse a site PATCH (or create) body. The time zone's existence is checked by the caller."""
+    name = optional_string(body, "name")
+    if name is not None and not name.strip():
+        raise invalid_parameter("name", "must not be blank")
+    timezone = optional_string(body, "timezone", max_length=64)
+    raw = body.get("location")
+    if raw is None:
+        return SiteChanges(name=name, timezone=timezone, location=None)
+    if not isinstance(raw, dict):
+        raise invalid_parameter("location", "must be an object with name, latitude and longitude")
+    unknown = sorted(set(raw) - {"name", "latitude", "longitude"})
+    if unknown:
+        raise invalid_parameter(f"location.{unknown[0]}", "is not a location field")
+    location = Location(
+        name=optional_string(raw, "name"),
+        latitude=_coordinate(raw, "latitude", 90.0),
+        longitude=_coordinate(raw, "longitude", 180.0),
+    )
+    return SiteChanges(name=name, timezone=timezone, location=location)
+
+
+def _coordinate(location: JsonObject, name: str, bound: float) -> float | None:
+    """A latitude or longitude in degrees; one docs version had them as strings, so those parse too."""
+    value = location.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise invalid_parameter(f"location.{name}", "must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid_parameter(f"location.{name}", "must be a number")
+    if not -bound <= value <= bound:
+        raise invalid_parameter(f"location.{name}", f"must be between {-bound:g} and {bound:g}")
+    return float(value)
+
+
+def mqtt_protocol(body: JsonObject) -> MqttProtocol:
+    """`protocol`: "MQTT" or "MQTTS", in any case."""
+    raw = body.get("protocol")
+    if not isinstance(raw, str) or raw.upper() not in MqttProtocol.__members__:
+        raise invalid_parameter("protocol", 'must be "MQTT" or "MQTTS"')
+    return MqttProtocol(raw.upper())

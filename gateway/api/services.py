@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.api.dto import DeviceView, TimeSync
+from gateway.api.dto import DeviceView, TimeSync, alert_details
+from gateway.blueprints.catalog import ManifestCatalog
+from gateway.blueprints.conformance import readable
 from gateway.commands import Commands
 from gateway.live import LiveFeed
-from gateway.model import Connectivity, Device, DeviceType
+from gateway.model import Connectivity, Device, DeviceType, Role
 from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.ingest import Ingest
 from gateway.presence import Presence
@@ -42,24 +44,46 @@ class Services:
     device_endpoint: DeviceEndpoint
     broker_restarts: Callable[[], int]
     live: LiveFeed
+    manifests: ManifestCatalog
     clock: Callable[[], float] = field(default=time.time)
 
-    async def views(self, devices: Sequence[Device], expand: frozenset[str]) -> list[DeviceView]:
-        """Each device with its properties, connectivity and raised alerts, as far as `expand` needs."""
+    async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
+        """Each device with its manifest, properties (those `role` may read), connectivity and
+        raised alerts, as far as `expand` needs."""
         ids = [device.id for device in devices]
         properties = await self.store.properties(ids) if "properties" in expand else {}
-        raised = await self.store.raised_alerts(ids) if "raised_alert_names" in expand else {}
+        raised = (
+            await self.store.raised_alerts(ids) if expand & {"raised_alert_names", "raised_alerts"} else {}
+        )
+        mismatches = (
+            {device_id: await self.store.mismatches(device_id) for device_id in ids}
+            if "manifest_mismatches" in expand
+            else {}
+        )
         last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
+        blueprints = (
+            await self.store.blueprints({device.blueprint_id for device in devices})
+            if "manifest" in expand
+            else {}
+        )
         now = self.clock()
-        return [
-            DeviceView(
-                device=device,
-                properties=properties.get(device.id, {}),
-                connectivity=self._connectivity(device, now, seen_before=device.id in last_seen),
-                raised_alert_names=raised.get(device.id, []),
+        views: list[DeviceView] = []
+        for device in devices:
+            manifest = self.manifests.of(device.id)
+            blueprint = blueprints.get(device.blueprint_id)
+            views.append(
+                DeviceView(
+                    device=device,
+                    properties=readable(manifest, "properties", properties.get(device.id, {}), role),
+                    connectivity=self._connectivity(device, now, seen_before=device.id in last_seen),
+                    raised_alert_names=raised.get(device.id, []),
+                    manifest=None if blueprint is None else blueprint.manifest,
+                    implemented_profiles=() if manifest is None else manifest.implements,
+                    alert_details=alert_details(manifest, raised.get(device.id, [])),
+                    mismatches=mismatches.get(device.id, []),
+                )
             )
-            for device in devices
-        ]
+        return views
 
     def _connectivity(self, device: Device, now: float, *, seen_before: bool) -> Connectivity:
         if device.type is DeviceType.GATEWAY:

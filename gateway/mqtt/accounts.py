@@ -108,14 +108,20 @@ class DeviceAccounts:
         return issued
 
     async def delete(self, device: Device) -> bool:
-        """Delete the device and its data; its credentials stop working. False if it was gone."""
-        revokes_certificate = await self._had_certificate(device)
+        """Delete the device and its data; its credentials stop working. False if it was gone.
+
+        Raises HasChildrenError (from the store) while other devices run on it. Only a device with
+        credentials of its own has a broker account: a Lua device shares its UCM's hardware id,
+        and deleting it must not disconnect the UCM.
+        """
+        credential = await self._store.credential(device.id)
         if not await self._store.delete_device(device.id):
             return False
-        if revokes_certificate:
+        if credential is None:
+            return True
+        if credential.protocol == MqttProtocol.MQTTS.value:
             await self._publish_crl()
-        if device.hardware_id is not None:
-            await self._apply(dynsec.delete_device_commands(device.hardware_id))
+        await self._apply(dynsec.delete_device_commands(credential.username))
         return True
 
     async def _had_certificate(self, device: Device) -> bool:

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 
 import aiomqtt
 
-from gateway.model import ChannelRef, Device
+from gateway.blueprints import conformance
+from gateway.blueprints.catalog import ManifestCatalog
+from gateway.model import ChannelRef, Device, Mismatch, Properties, Telemetry
 from gateway.mqtt import dynsec, notices, payloads, topics
 from gateway.mqtt.endpoint import BrokerEndpoint
 from gateway.presence import Presence
@@ -42,11 +44,13 @@ class Ingest:
         endpoint: BrokerEndpoint,
         store: Store,
         presence: Presence,
+        manifests: ManifestCatalog,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._endpoint = endpoint
         self._store = store
         self._presence = presence
+        self._manifests = manifests
         self._clock = clock
         # Called with every accepted message, after it was queued for the store (live consumers:
         # command waiters, streams). They must not block.
@@ -57,6 +61,8 @@ class Ingest:
         self.received = 0
         self.accepted = 0
         self.dropped: collections.Counter[str] = collections.Counter()
+        # Values kept although their manifest does not declare or allow them, by section.
+        self.flagged: collections.Counter[str] = collections.Counter()
 
     def register(self, devices: Iterable[Device]) -> None:
         """Devices whose messages are accepted (their channel -> device id)."""
@@ -109,7 +115,16 @@ class Ingest:
         if isinstance(decoded, payloads.PayloadError):
             self._drop(decoded.reason, hardware_id, f"{parsed.kind.value}: {decoded.detail}")
             return
-        item = Ingested(device_id=device_id, message=decoded, received_at=now)
+        mismatches: tuple[Mismatch, ...] = ()
+        manifest = self._manifests.of(device_id)
+        if manifest is not None:
+            if isinstance(decoded, Telemetry):
+                decoded, mismatches = conformance.check_telemetry(manifest, decoded)
+            elif isinstance(decoded, Properties):
+                mismatches = conformance.check_properties(manifest, decoded)
+            for mismatch in mismatches:
+                self.flagged[mismatch.section] += 1
+        item = Ingested(device_id=device_id, message=decoded, received_at=now, mismatches=mismatches)
         if self._store.enqueue(item):
             self.accepted += 1
             for listener in self.listeners:

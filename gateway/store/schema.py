@@ -253,7 +253,48 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
 # The history moved over by _V3 is rolled up once, in the same migration.
 _V3: Final = _V3_TABLES + "".join(rollup_sql(table, size, "true") + ";" for table, size in ROLLUPS)
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+# Site location; blueprints (stored once per distinct content); the device profiles archive;
+# telemetry and properties that did not match the device's manifest (kept, and flagged here).
+_V4: Final = """
+ALTER TABLE site ADD COLUMN location_name TEXT;
+ALTER TABLE site ADD COLUMN latitude REAL;
+ALTER TABLE site ADD COLUMN longitude REAL;
+
+CREATE TABLE blueprints (
+    id TEXT PRIMARY KEY NOT NULL,
+    -- sha256 of the archive's files (gateway.blueprints.archive.content_digest): the same
+    -- content uploaded again is the same blueprint.
+    digest TEXT NOT NULL UNIQUE,
+    -- `{name}` of /v3/blueprints/enapter/{name}/{tag}, from the manifest's display_name.
+    name TEXT NOT NULL,
+    archive BLOB NOT NULL,
+    manifest_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+CREATE INDEX blueprints_by_name ON blueprints (name, created_at);
+
+CREATE TABLE device_profiles (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    archive BLOB NOT NULL,
+    uploaded_at REAL NOT NULL
+) STRICT;
+
+CREATE INDEX devices_by_upstream ON devices (upstream_id) WHERE upstream_id IS NOT NULL;
+CREATE INDEX devices_by_blueprint ON devices (blueprint_id);
+
+CREATE TABLE manifest_mismatches (
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    section TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (device_id, section, attribute)
+) STRICT, WITHOUT ROWID;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""
 
 TARGET_VERSION: Final[int] = len(MIGRATIONS)

@@ -34,6 +34,7 @@ import aiosqlite
 from gateway.model import (
     NO_BLUEPRINT_ID,
     ApiToken,
+    Blueprint,
     ChannelRef,
     CommandExecution,
     CommandResponse,
@@ -44,10 +45,13 @@ from gateway.model import (
     DeviceType,
     ExecutionResponse,
     ExecutionState,
+    JsonObject,
     JsonValue,
     LatestValue,
+    Location,
     LogEntry,
     LogSeverity,
+    Mismatch,
     Partial,
     Properties,
     Role,
@@ -73,6 +77,8 @@ _DEVICE_COLUMNS: Final = (
     "id, site_id, name, slug, type, blueprint_id, communication_type, hardware_id, channel_id,"
     " upstream_id, created_at, updated_at"
 )
+_SITE_COLUMNS: Final = "id, name, timezone, updated_at, location_name, latitude, longitude"
+_BLUEPRINT_COLUMNS: Final = "id, digest, name, manifest_json, created_at"
 _CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
 _TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at"
 # Telemetry tables and the column retention orders them by (each has an index on it).
@@ -90,6 +96,10 @@ class ConflictError(Exception):
 
 class SlugTakenError(ConflictError):
     """The explicitly requested device slug is already used by another device."""
+
+
+class HasChildrenError(ConflictError):
+    """The device is the upstream (runtime) of other devices, which must be deleted first."""
 
 
 class ChannelTakenError(ConflictError):
@@ -135,6 +145,8 @@ class Ingested:
     device_id: str
     message: DeviceMessage
     received_at: float
+    # Values the device's manifest does not declare or allow: stored anyway, and flagged.
+    mismatches: tuple[Mismatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +208,8 @@ class _BatchRows:
     logs: list[tuple[str, float, float, str, str, int]] = field(default_factory=list)
     # (device_id, execution_id, state, payload_json, received_at)
     responses: list[tuple[str, str, str, str, float]] = field(default_factory=list)
+    # (device_id, section, attribute) -> (reason, count, first received_at, last received_at)
+    mismatches: dict[tuple[str, str, str], tuple[str, int, float, float]] = field(default_factory=dict)
     # Items per device, to count the ones skipped for an unknown device.
     items_per_device: dict[str, int] = field(default_factory=dict)
 
@@ -229,6 +243,10 @@ class _BatchRows:
                 self.responses.append(
                     (device_id, execution_id, state.value, _dump(payload), item.received_at)
                 )
+        for mismatch in item.mismatches:
+            key = (device_id, mismatch.section, mismatch.attribute)
+            _, count, first, _ = self.mismatches.get(key, ("", 0, item.received_at, 0.0))
+            self.mismatches[key] = (mismatch.reason, count + 1, first, item.received_at)
         self.last_seen[device_id] = max(item.received_at, self.last_seen.get(device_id, 0.0))
         self.items_per_device[device_id] = self.items_per_device.get(device_id, 0) + 1
 
@@ -243,6 +261,7 @@ class _BatchRows:
             self.properties = [r for r in self.properties if r[0] in known]
             self.logs = [r for r in self.logs if r[0] in known]
             self.responses = [r for r in self.responses if r[0] in known]
+            self.mismatches = {k: v for k, v in self.mismatches.items() if k[0] in known}
         return skipped
 
 
@@ -298,7 +317,24 @@ async def _connect(path: Path, pragmas: Iterable[str]) -> aiosqlite.Connection:
 
 
 def _site(row: sqlite3.Row) -> Site:
-    return Site(id=row["id"], name=row["name"], timezone=row["timezone"], updated_at=row["updated_at"])
+    location = Location(name=row["location_name"], latitude=row["latitude"], longitude=row["longitude"])
+    return Site(
+        id=row["id"],
+        name=row["name"],
+        timezone=row["timezone"],
+        updated_at=row["updated_at"],
+        location=None if location == Location() else location,
+    )
+
+
+def _blueprint(row: sqlite3.Row) -> Blueprint:
+    return Blueprint(
+        id=row["id"],
+        digest=row["digest"],
+        name=row["name"],
+        manifest=_load_object(row["manifest_json"]),
+        created_at=row["created_at"],
+    )
 
 
 def _device(row: sqlite3.Row) -> Device:
@@ -634,6 +670,15 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows.logs,
             )
+        if rows.mismatches:
+            await db.executemany(
+                "INSERT INTO manifest_mismatches"
+                " (device_id, section, attribute, reason, count, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (device_id, section, attribute) DO UPDATE SET reason = excluded.reason,"
+                " count = count + excluded.count, last_seen = excluded.last_seen",
+                [(*key, *value) for key, value in rows.mismatches.items()],
+            )
         if rows.responses:
             await db.executemany(
                 "INSERT INTO command_responses"
@@ -754,9 +799,7 @@ class Store:
         """Return the site; the first call creates it together with the gateway's own device."""
         async with self._transaction(durable=True) as db:
             rows = list(
-                await db.execute_fetchall(
-                    "SELECT id, name, timezone, updated_at FROM site ORDER BY created_at LIMIT 1"
-                )
+                await db.execute_fetchall(f"SELECT {_SITE_COLUMNS} FROM site ORDER BY created_at LIMIT 1")
             )
             if rows:
                 return _site(rows[0])
@@ -823,6 +866,7 @@ class Store:
         hardware_id: str | None,
         channel_id: str | None,
         upstream_id: str | None = None,
+        blueprint_id: str = NO_BLUEPRINT_ID,
     ) -> Device:
         """Create a device with a new uuid4 id.
 
@@ -851,7 +895,7 @@ class Store:
                 name=name,
                 slug=slug,
                 type=type,
-                blueprint_id=NO_BLUEPRINT_ID,
+                blueprint_id=blueprint_id,
                 communication_type=communication_type,
                 hardware_id=hardware_id,
                 channel_id=channel_id,
@@ -908,6 +952,11 @@ class Store:
                 return False
             if rows[0]["type"] == DeviceType.GATEWAY.value:
                 raise ValueError("the gateway device cannot be deleted")
+            children = await db.execute_fetchall(
+                "SELECT slug FROM devices WHERE upstream_id = ? ORDER BY slug", (device_id,)
+            )
+            if children:
+                raise HasChildrenError(", ".join(str(row["slug"]) for row in children))
             await _revoke_certificates(db, device_id, self._clock())
             await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
         # Its series went with it (cascade); a cached id would make every later batch fail.
@@ -979,6 +1028,104 @@ class Store:
         async with self._transaction(durable=True) as db:
             await db.execute("DELETE FROM device_credentials WHERE device_id = ?", (device_id,))
 
+    async def update_site(
+        self, site_id: str, *, name: str | None, timezone: str | None, location: Location | None
+    ) -> Site:
+        """Change the given fields (None = unchanged); LookupError for an unknown site."""
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute(
+                "UPDATE site SET name = coalesce(:name, name), timezone = coalesce(:timezone, timezone),"
+                " location_name = CASE WHEN :relocate THEN :location_name ELSE location_name END,"
+                " latitude = CASE WHEN :relocate THEN :latitude ELSE latitude END,"
+                " longitude = CASE WHEN :relocate THEN :longitude ELSE longitude END,"
+                " updated_at = :now WHERE id = :id",
+                {
+                    "name": name,
+                    "timezone": timezone,
+                    "relocate": location is not None,
+                    "location_name": None if location is None else location.name,
+                    "latitude": None if location is None else location.latitude,
+                    "longitude": None if location is None else location.longitude,
+                    "now": self._clock(),
+                    "id": site_id,
+                },
+            )
+            if cursor.rowcount == 0:
+                raise LookupError(f"no site {site_id!r}")
+            rows = list(
+                await db.execute_fetchall(f"SELECT {_SITE_COLUMNS} FROM site WHERE id = ?", (site_id,))
+            )
+        return _site(rows[0])
+
+    async def update_device(self, device_id: str, *, name: str | None, slug: str | None) -> Device:
+        """Rename the device and/or change its slug (None = unchanged).
+
+        Raises SlugTakenError when another device has the slug, LookupError for an unknown device.
+        """
+        async with self._transaction(durable=True) as db:
+            if slug is not None:
+                taken = await db.execute_fetchall(
+                    "SELECT 1 FROM devices WHERE slug = ? AND id != ?", (slug, device_id)
+                )
+                if taken:
+                    raise SlugTakenError(slug)
+            return await self._update_device(
+                db, device_id, "name = coalesce(?, name), slug = coalesce(?, slug)", (name, slug)
+            )
+
+    async def assign_blueprint(self, device_id: str, blueprint_id: str) -> Device:
+        """Give the device this blueprint; LookupError for an unknown device or blueprint."""
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM blueprints WHERE id = ?", (blueprint_id,)):
+                raise LookupError(f"no blueprint {blueprint_id!r}")
+            # What was flagged against the old manifest says nothing about the new one.
+            await db.execute("DELETE FROM manifest_mismatches WHERE device_id = ?", (device_id,))
+            return await self._update_device(db, device_id, "blueprint_id = ?", (blueprint_id,))
+
+    async def _update_device(
+        self, db: aiosqlite.Connection, device_id: str, assignments: str, values: tuple[Any, ...]
+    ) -> Device:
+        rows = list(
+            await db.execute_fetchall(
+                f"UPDATE devices SET {assignments}, updated_at = ? WHERE id = ? RETURNING {_DEVICE_COLUMNS}",
+                (*values, self._clock(), device_id),
+            )
+        )
+        if not rows:
+            raise LookupError(f"no device {device_id!r}")
+        return _device(rows[0])
+
+    async def create_blueprint(
+        self, *, digest: str, name: str, archive: bytes, manifest: JsonObject
+    ) -> Blueprint:
+        """Store a blueprint, or return the one already stored with this content digest."""
+        async with self._transaction(durable=True) as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_BLUEPRINT_COLUMNS} FROM blueprints WHERE digest = ?", (digest,)
+                )
+            )
+            if rows:
+                return _blueprint(rows[0])
+            blueprint = Blueprint(
+                id=str(uuid.uuid4()), digest=digest, name=name, manifest=manifest, created_at=self._clock()
+            )
+            await db.execute(
+                f"INSERT INTO blueprints ({_BLUEPRINT_COLUMNS}, archive) VALUES (?, ?, ?, ?, ?, ?)",
+                (blueprint.id, digest, name, _dump(manifest), blueprint.created_at, archive),
+            )
+        return blueprint
+
+    async def set_device_profiles(self, archive: bytes) -> None:
+        """Replace the device profiles archive (`/v3/blueprints/upload_device_profiles`)."""
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "INSERT INTO device_profiles (id, archive, uploaded_at) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET archive = excluded.archive,"
+                " uploaded_at = excluded.uploaded_at",
+                (archive, self._clock()),
+            )
+
     # --- reads (reader connection) -------------------------------------------------------------
 
     async def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -986,9 +1133,7 @@ class Store:
 
     async def get_site(self) -> Site | None:
         """The site, or None before `ensure_site`."""
-        rows = await self._fetch(
-            "SELECT id, name, timezone, updated_at FROM site ORDER BY created_at LIMIT 1"
-        )
+        rows = await self._fetch(f"SELECT {_SITE_COLUMNS} FROM site ORDER BY created_at LIMIT 1")
         return _site(rows[0]) if rows else None
 
     async def gateway_device(self) -> Device:
@@ -1091,6 +1236,61 @@ class Store:
             (channel.hardware_id, channel.channel_id),
         )
         return _device(rows[0]) if rows else None
+
+    async def children(self, device_id: str) -> list[Device]:
+        """The devices whose upstream (runtime) is this device, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE upstream_id = ? ORDER BY created_at, id",
+            (device_id,),
+        )
+        return [_device(row) for row in rows]
+
+    async def blueprints(self, blueprint_ids: Collection[str]) -> dict[str, Blueprint]:
+        """The stored blueprints among these ids."""
+        rows = await self._fetch(
+            f"SELECT {_BLUEPRINT_COLUMNS} FROM blueprints WHERE id IN (SELECT value FROM json_each(?))",
+            (_id_list(blueprint_ids),),
+        )
+        return {row["id"]: _blueprint(row) for row in rows}
+
+    async def blueprints_in_use(self) -> dict[str, str]:
+        """device id -> blueprint id, for every device with a stored blueprint."""
+        rows = await self._fetch(
+            "SELECT devices.id AS device_id, blueprint_id FROM devices JOIN blueprints"
+            " ON blueprints.id = devices.blueprint_id"
+        )
+        return {row["device_id"]: row["blueprint_id"] for row in rows}
+
+    async def newest_blueprint(self, name: str) -> Blueprint | None:
+        """The newest blueprint uploaded under this name."""
+        rows = await self._fetch(
+            f"SELECT {_BLUEPRINT_COLUMNS} FROM blueprints WHERE name = ?"
+            " ORDER BY created_at DESC, id LIMIT 1",
+            (name,),
+        )
+        return _blueprint(rows[0]) if rows else None
+
+    async def blueprint_archive(self, blueprint_id: str) -> bytes | None:
+        """The archive as uploaded."""
+        rows = await self._fetch("SELECT archive FROM blueprints WHERE id = ?", (blueprint_id,))
+        return bytes(rows[0]["archive"]) if rows else None
+
+    async def device_profiles(self) -> bytes | None:
+        """The device profiles archive last uploaded, if any."""
+        rows = await self._fetch("SELECT archive FROM device_profiles WHERE id = 1")
+        return bytes(rows[0]["archive"]) if rows else None
+
+    async def mismatches(self, device_id: str) -> list[tuple[Mismatch, int, float]]:
+        """What the device sent against its manifest: each flagged attribute, how often, last when."""
+        rows = await self._fetch(
+            "SELECT section, attribute, reason, count, last_seen FROM manifest_mismatches"
+            " WHERE device_id = ? ORDER BY section, attribute",
+            (device_id,),
+        )
+        return [
+            (Mismatch(row["section"], row["attribute"], row["reason"]), row["count"], row["last_seen"])
+            for row in rows
+        ]
 
     async def credentials(self) -> list[DeviceCredential]:
         """Every device credential, ordered by device id (to reconcile the broker at start-up)."""

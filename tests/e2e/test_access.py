@@ -15,40 +15,64 @@ import httpx
 import pytest
 
 from gateway.api.app import endpoints
+from gateway.blueprints.archive import write_archive
 from gateway.model import Role
 from tests.gateway_process import GatewayProcess, write_config
 
-READ, USER, OWNER, INSTALLER = Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER
+READ, OWNER, INSTALLER = Role.READONLY, Role.OWNER, Role.INSTALLER
 DEVICES = "/api/v3/devices"
 SITE_DEVICES = "/api/v3/sites/{site_id}/devices"
 
 EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", DEVICES): READ,
     ("GET", DEVICES + "/{device}"): READ,
+    ("PATCH", DEVICES + "/{device}"): OWNER,
     ("DELETE", DEVICES + "/{device}"): OWNER,
+    ("POST", DEVICES + "/{device}/assign_blueprint"): OWNER,
+    ("GET", DEVICES + "/{device}/manifest"): READ,
     ("POST", DEVICES + "/{device}/generate_config"): OWNER,
     ("GET", DEVICES + "/"): READ,  # the monitor WebSocket (a plain GET is a 400)
     ("GET", DEVICES + "/{device}/telemetry"): READ,
     ("GET", DEVICES + "/{device}/logs"): READ,
-    ("POST", DEVICES + "/{device}/execute_command"): USER,
-    ("POST", DEVICES + "/{device}/command_executions"): USER,
+    # Commands: each command's own access_level is checked inside (tests/e2e/test_blueprints.py).
+    ("POST", DEVICES + "/{device}/execute_command"): READ,
+    ("POST", DEVICES + "/{device}/command_executions"): READ,
     ("GET", DEVICES + "/{device}/command_executions"): READ,
     ("GET", DEVICES + "/{device}/command_executions/{execution_id}"): READ,
     ("GET", SITE_DEVICES): READ,
     ("GET", SITE_DEVICES + "/{device}"): READ,
+    ("PATCH", SITE_DEVICES + "/{device}"): OWNER,
     ("DELETE", SITE_DEVICES + "/{device}"): OWNER,
+    ("POST", SITE_DEVICES + "/{device}/assign_blueprint"): OWNER,
+    ("GET", SITE_DEVICES + "/{device}/manifest"): READ,
     ("POST", SITE_DEVICES + "/{device}/generate_config"): OWNER,
     ("GET", SITE_DEVICES + "/"): READ,
     ("GET", SITE_DEVICES + "/{device}/telemetry"): READ,
     ("GET", SITE_DEVICES + "/{device}/logs"): READ,
-    ("POST", SITE_DEVICES + "/{device}/execute_command"): USER,
-    ("POST", SITE_DEVICES + "/{device}/command_executions"): USER,
+    ("POST", SITE_DEVICES + "/{device}/execute_command"): READ,
+    ("POST", SITE_DEVICES + "/{device}/command_executions"): READ,
     ("GET", SITE_DEVICES + "/{device}/command_executions"): READ,
     ("GET", SITE_DEVICES + "/{device}/command_executions/{execution_id}"): READ,
     ("GET", "/api/v3/site"): READ,
+    ("PATCH", "/api/v3/site"): OWNER,
     ("GET", "/api/v3/sites"): READ,
+    ("POST", "/api/v3/sites"): OWNER,
+    ("GET", "/api/v3/users/me/sites"): READ,
     ("GET", "/api/v3/sites/{site_id}"): READ,
+    ("PATCH", "/api/v3/sites/{site_id}"): OWNER,
+    ("DELETE", "/api/v3/sites/{site_id}"): OWNER,
     ("POST", "/api/v3/provisioning/standalone"): INSTALLER,
+    ("POST", "/api/v3/provisioning/vucm"): INSTALLER,
+    ("POST", "/api/v3/provisioning/ucm"): INSTALLER,
+    ("POST", "/api/v3/provisioning/lua_device"): INSTALLER,
+    ("POST", "/api/v3/blueprints/upload"): OWNER,
+    ("POST", "/api/v3/blueprints/validate"): None,
+    ("POST", "/api/v3/blueprints/upload_device_profiles"): OWNER,
+    ("GET", "/api/v3/blueprints/device_profiles/download"): READ,
+    ("GET", "/api/v3/blueprints/download_device_profiles"): READ,
+    ("GET", "/api/v3/blueprints/enapter/{name}/{tag}"): READ,
+    ("GET", "/api/v3/blueprints/{blueprint_id}"): READ,
+    ("GET", "/api/v3/blueprints/{blueprint_id}/zip"): None,
     ("GET", "/api/v3/telemetry/latest"): READ,
     ("POST", "/api/v3/telemetry/query_timeseries"): READ,
     ("GET", "/api/v3/sites/{site_id}/commands/executions"): READ,
@@ -58,10 +82,12 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/assets/v1/devices/{device}"): READ,
     ("GET", "/api/telemetry/v1/now"): READ,
     ("GET", "/telemetry/v1/now"): READ,
-    ("POST", "/api/commands/v1/execute"): USER,
-    ("POST", "/commands/v1/execute"): USER,
+    ("POST", "/api/commands/v1/execute"): READ,
+    ("POST", "/commands/v1/execute"): READ,
     ("POST", "/api/telemetry/v1/timeseries"): READ,
     ("POST", "/telemetry/v1/timeseries"): READ,
+    ("GET", "/api/blueprints/v1/download"): READ,
+    ("GET", "/blueprints/v1/download"): READ,
     ("GET", "/metrics"): None,
 }
 ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)
@@ -107,9 +133,17 @@ def test_every_route_for_no_token_a_revoked_token_and_each_role(unlimited: Gatew
         # Requests that pass the role check touch only the gateway's own device, which can be
         # neither deleted nor given MQTT credentials: the table runs without side effects.
         (own,) = [device["id"] for device in listed if device["type"] == "GATEWAY"]
+        # The archive download needs no token: it must answer 200 for a blueprint that exists.
+        uploaded = http.post(
+            "/api/v3/blueprints/upload",
+            content=write_archive({"manifest.yml": b"blueprint_spec: device/1.0\ndisplay_name: Access\n"}),
+            headers={"X-Enapter-Auth-Token": tokens[OWNER]},
+        )
+        blueprint_id = uploaded.json()["blueprint"]["id"]
 
         def call(method: str, path: str, token: str | None) -> httpx.Response:
             url = path.replace("{site_id}", site_id).replace("{device}", own)
+            url = url.replace("{blueprint_id}", blueprint_id)
             headers = {} if token is None else {"X-Enapter-Auth-Token": token}
             body = b"{}" if method == "POST" else None
             return http.request(method, url, headers=headers, content=body)

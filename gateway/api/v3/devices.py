@@ -1,4 +1,5 @@
-"""Devices (v3): list, get, delete, and generating a device's MQTT configuration."""
+"""Devices (v3): list, get, change, delete, assign a blueprint, and generate a device's MQTT
+configuration (`enapter-http-api.md` §5)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from gateway.api import dto, errors, lookup, params
 from gateway.api.auth import ROLE
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import DeviceType, JsonObject, MqttProtocol
+from gateway.model import Device, DeviceType, JsonObject, MqttProtocol
 from gateway.mqtt.accounts import BrokerChangeError, MqttsUnavailableError
+from gateway.store.store import HasChildrenError, SlugTakenError
 
 LOG = logging.getLogger("gateway.api")
 
@@ -23,7 +25,7 @@ async def list_devices(request: web.Request) -> web.Response:
     site = await lookup.own_site(request)
     services = request.app[SERVICES]
     records, total = await services.store.list_devices(offset=page.offset, limit=page.limit)
-    views = await services.views(records, expand)
+    views = await services.views(records, expand, request[ROLE])
     role = request[ROLE]
     body = [dto.device(view, role=role, expand=expand, site_record=site) for view in views]
     return json_response({"devices": body, "total_count": total})
@@ -35,19 +37,26 @@ async def get_device(request: web.Request) -> web.Response:
     site = await lookup.own_site(request)
     device = await lookup.device(request, site)
     services = request.app[SERVICES]
-    (view,) = await services.views([device], expand)
+    (view,) = await services.views([device], expand, request[ROLE])
     body = dto.device(view, role=request[ROLE], expand=expand, site_record=site)
     return json_response({"device": body})
 
 
 async def generate_config(request: web.Request) -> web.Response:
     """POST /v3/devices/{device}/generate_config: new credentials; the old ones stop working."""
-    body = params.json_object(await request.read())
-    raw_protocol = body.get("protocol")
-    if not isinstance(raw_protocol, str) or raw_protocol.upper() not in MqttProtocol.__members__:
-        raise errors.invalid_parameter("protocol", 'must be "MQTT" or "MQTTS"')
-    protocol = MqttProtocol(raw_protocol.upper())
+    protocol = params.mqtt_protocol(params.json_object(await request.read()))
     device = await lookup.device(request, await lookup.own_site(request))
+    config = await issue_config(request, device, protocol)
+    return json_response({"config": config})
+
+
+async def issue_config(request: web.Request, device: Device, protocol: MqttProtocol) -> JsonObject:
+    """New credentials for the device (the old ones stop working) and the config that carries them."""
+    if device.upstream_id is not None:
+        raise errors.unprocessable(
+            f"Device {device.slug} runs on its upstream device {device.upstream_id}, which connects "
+            "for it: generate the configuration of that device."
+        )
     if device.hardware_id is None or device.channel_id is None:
         raise errors.unprocessable(
             f"Device {device.slug} of type {device.type.value} does not connect over MQTT itself."
@@ -81,7 +90,8 @@ async def generate_config(request: web.Request) -> web.Response:
             "The MQTT broker did not confirm the change; the old credentials are revoked and the "
             "new ones were not issued. Try again."
         ) from None
-    config = dto.communication_config(
+    LOG.info("issued new %s credentials for device %s", protocol.value, device.slug)
+    return dto.communication_config(
         host=endpoint.mqtt_host,
         port=port,
         protocol=protocol,
@@ -90,22 +100,81 @@ async def generate_config(request: web.Request) -> web.Response:
         channel_id=device.channel_id,
         time_sync=endpoint.time_sync,
     )
-    LOG.info("issued new %s credentials for device %s", protocol.value, device.slug)
-    return json_response({"config": config})
+
+
+async def update_device(request: web.Request) -> web.Response:
+    """PATCH /v3/devices/{device} {name, slug}: null or "" leaves a field as it is."""
+    changes = params.device_changes(params.json_object(await request.read()))
+    site = await lookup.own_site(request)
+    device = await lookup.device(request, site)
+    services = request.app[SERVICES]
+    if changes.name is not None or changes.slug is not None:
+        try:
+            device = await services.store.update_device(device.id, name=changes.name, slug=changes.slug)
+        except SlugTakenError:
+            raise errors.conflict(f"A device with slug {changes.slug!r} already exists.") from None
+        except LookupError:
+            raise errors.not_found("Device") from None
+    (view,) = await services.views([device], frozenset(), request[ROLE])
+    return json_response(
+        {"device": dto.device(view, role=request[ROLE], expand=frozenset(), site_record=site)}
+    )
+
+
+async def assign_blueprint(request: web.Request) -> web.Response:
+    """POST /v3/devices/{device}/assign_blueprint {blueprint_id}: the device follows its manifest."""
+    blueprint_id = params.optional_string(params.json_object(await request.read()), "blueprint_id")
+    if blueprint_id is None:
+        raise errors.invalid_parameter("blueprint_id", "is required")
+    site = await lookup.own_site(request)
+    device = await lookup.device(request, site)
+    if device.type is DeviceType.GATEWAY:
+        raise errors.unprocessable("The gateway's own device has no blueprint.")
+    services = request.app[SERVICES]
+    blueprint = (await services.store.blueprints([blueprint_id])).get(blueprint_id)
+    if blueprint is None:
+        raise errors.not_found("Blueprint")
+    try:
+        device = await services.store.assign_blueprint(device.id, blueprint.id)
+    except LookupError:
+        raise errors.not_found("Device") from None
+    services.manifests.assign(device.id, blueprint)
+    LOG.info("device %s now follows blueprint %s", device.slug, blueprint.id)
+    (view,) = await services.views([device], frozenset(), request[ROLE])
+    return json_response(
+        {"device": dto.device(view, role=request[ROLE], expand=frozenset(), site_record=site)}
+    )
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    """GET /v3/devices/{device}/manifest -> {"manifest"} (Grafana); null for a device without one."""
+    device = await lookup.device(request, await lookup.own_site(request))
+    blueprint = (await request.app[SERVICES].store.blueprints([device.blueprint_id])).get(device.blueprint_id)
+    return json_response({"manifest": None if blueprint is None else blueprint.manifest})
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    """DELETE /v3/devices/{device}: the device, its data and its credentials are gone for good."""
+    """DELETE /v3/devices/{device}: the device, its data and its credentials are gone for good.
+
+    A device other devices run on (a UCM with Lua devices) is refused with 409 until they are gone.
+    """
     device = await lookup.device(request, await lookup.own_site(request))
     if device.type is DeviceType.GATEWAY:
         raise errors.unprocessable("The gateway's own device cannot be deleted.")
+    services = request.app[SERVICES]
     try:
-        await request.app[SERVICES].accounts.delete(device)
+        await services.accounts.delete(device)
+    except HasChildrenError as exc:
+        raise errors.conflict(
+            f"Device {device.slug} is the runtime of other devices ({exc}); delete them first."
+        ) from None
     except BrokerChangeError as exc:
+        services.manifests.forget(device.id)
         LOG.error("deleted device %s but the broker did not confirm revoking it: %s", device.slug, exc)
         raise errors.unavailable(
             "The device was deleted, but the MQTT broker did not confirm dropping its connections; "
             "its credentials are refused from the broker's next start."
         ) from None
+    services.manifests.forget(device.id)
     LOG.info("deleted device %s (%s)", device.slug, device.id)
     return json_response({})

@@ -10,6 +10,7 @@ says why: 1008 for a consumer too slow to keep up (it is dropped, never buffered
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -17,10 +18,13 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, web
 
 from gateway.api import dto, errors, lookup, params
+from gateway.api.auth import ROLE
 from gateway.api.services import SERVICES
 from gateway.api.v3 import logs, telemetry
+from gateway.blueprints.catalog import ManifestCatalog
+from gateway.blueprints.conformance import readable
 from gateway.live import FeedClosed, SlowConsumer, StreamedKind, Subscription, TooManySubscriptions
-from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Telemetry
+from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Role, Telemetry
 from gateway.store.store import Ingested
 
 LOG = logging.getLogger("gateway.api.streams")
@@ -99,6 +103,23 @@ def log_filter(severity: LogSeverity | None, persisted: bool | None) -> Framer:
     return frame
 
 
+def readable_only(manifests: ManifestCatalog, role: Role, frame: Framer) -> Framer:
+    """`frame`, shown only the telemetry and properties `role` may read (`enapter-http-api.md` §2)."""
+
+    def filtered(item: Ingested) -> JsonObject | None:
+        manifest = manifests.of(item.device_id)
+        message = item.message
+        if manifest is not None and isinstance(message, Telemetry):
+            values = readable(manifest, "telemetry", message.values, role)
+            item = dataclasses.replace(item, message=dataclasses.replace(message, values=values))
+        elif manifest is not None and isinstance(message, Properties):
+            values = readable(manifest, "properties", message.values, role)
+            item = dataclasses.replace(item, message=dataclasses.replace(message, values=values))
+        return frame(item)
+
+    return filtered
+
+
 def _telemetry_only(item: Ingested) -> JsonObject | None:
     return telemetry_frame(item.message) if isinstance(item.message, Telemetry) else None
 
@@ -162,6 +183,7 @@ async def _stream(
     frame: Framer,
 ) -> web.StreamResponse:
     live = request.app[SERVICES].live
+    frame = readable_only(request.app[SERVICES].manifests, request[ROLE], frame)
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_INCOMING_BYTES
     )

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.api import dto, errors, lookup, params, timeseries
+from gateway.api.auth import ROLE
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
+from gateway.blueprints.conformance import readable
 from gateway.model import Device, JsonObject, LatestValue, SeriesKind
+
+V = TypeVar("V")
 
 DEVICE_NOT_FOUND = "Device is not found."
 
@@ -46,7 +51,7 @@ async def device_latest(request: web.Request) -> web.Response:
     relevance = params.relevance_interval(request.query)
     device = await lookup.device(request, await lookup.own_site(request))
     services = request.app[SERVICES]
-    values = await services.store.latest_telemetry(device.id)
+    values = readable_telemetry(request, device, await services.store.latest_telemetry(device.id))
     body = dto.latest_telemetry(values, attributes, now=services.clock(), relevance=relevance)
     return json_response({"telemetry": body})
 
@@ -89,7 +94,16 @@ async def _latest_of(
     whatever the number of devices."""
     devices = await _site_devices(request, keys, site_id)
     store = request.app[SERVICES].store
-    return devices, await store.latest_telemetry_of({device.id for device in devices.values()})
+    values = await store.latest_telemetry_of({device.id for device in devices.values()})
+    for device in devices.values():
+        values[device.id] = readable_telemetry(request, device, values.get(device.id, {}))
+    return devices, values
+
+
+def readable_telemetry(request: web.Request, device: Device, values: Mapping[str, V]) -> dict[str, V]:
+    """The attributes the caller's role may read: the others are answered as if they did not exist."""
+    manifest = request.app[SERVICES].manifests.of(device.id)
+    return readable(manifest, "telemetry", values, request[ROLE])
 
 
 async def _site_devices(request: web.Request, keys: Collection[str], site_id: str) -> dict[str, Device]:
@@ -121,7 +135,7 @@ async def query_timeseries(request: web.Request) -> web.Response:
     known: dict[str, dict[str, tuple[int, SeriesKind]]] = {}
     for key, device in devices.items():
         wanted = [column.attribute for column in query.columns if column.device == key]
-        known[key] = await store.series(device.id, wanted)
+        known[key] = readable_telemetry(request, device, await store.series(device.id, wanted))
     series = {ids for per_device in known.values() for ids in per_device.values()}
     if not series:
         raise errors.ApiError(

@@ -1,0 +1,1 @@
+"""Blueprints: the zip archives that describe devices, and their manifests."""
