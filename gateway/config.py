@@ -568,7 +568,12 @@ def _iana_timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) - {"localtime"}
 
 
+def is_iana_timezone(name: str) -> bool:
+    """Whether `name` is an IANA time zone name (from the OS, or the tzdata package)."""
+    return name in _iana_timezones()
+
+
 def _iana_timezone(value: str) -> str | None:
-    if value in _iana_timezones():
+    if is_iana_timezone(value):
         return None
     return f'expected an IANA time zone name such as "Europe/Berlin", got {_show(value)}'

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import zoneinfo
-
 from aiohttp import web
 
 from gateway.api import dto, errors, lookup, params
 from gateway.api.auth import ROLE
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
+from gateway.config import is_iana_timezone
 
 
 async def get_site(request: web.Request) -> web.Response:
@@ -33,7 +32,7 @@ async def list_sites(request: web.Request) -> web.Response:
 async def update_site(request: web.Request) -> web.Response:
     """PATCH /v3/site and /v3/sites/{site_id}: name, timezone, location; null = unchanged."""
     changes = params.site_changes(params.json_object(await request.read()))
-    if changes.timezone is not None and not known_timezone(changes.timezone):
+    if changes.timezone is not None and not is_iana_timezone(changes.timezone):
         raise errors.invalid_parameter("timezone", f"{changes.timezone!r} is not an IANA time zone name")
     site = await lookup.own_site(request)
     updated = await request.app[SERVICES].store.update_site(
@@ -55,13 +54,3 @@ async def delete_site(request: web.Request) -> web.Response:
     """DELETE /v3/sites/{site_id}: the gateway's one site cannot go (its devices live in it)."""
     await lookup.own_site(request)
     raise errors.conflict("The gateway's site cannot be deleted; delete its devices instead.")
-
-
-def known_timezone(name: str) -> bool:
-    """Whether `name` is an IANA time zone (from the OS, or the tzdata package where it has none)."""
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError: not a relative key (`/etc/localtime`, `../x`); OSError: a directory (`Europe`).
-        return False
-    return True
