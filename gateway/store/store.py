@@ -1253,6 +1253,10 @@ class Store:
         )
         return {row["id"]: _blueprint(row) for row in rows}
 
+    async def blueprint(self, blueprint_id: str) -> Blueprint | None:
+        """The stored blueprint with this id."""
+        return (await self.blueprints([blueprint_id])).get(blueprint_id)
+
     async def blueprints_in_use(self) -> dict[str, str]:
         """device id -> blueprint id, for every device with a stored blueprint."""
         rows = await self._fetch(

@@ -296,3 +296,29 @@ async def test_mismatches_are_kept_and_flagged(clients: Clients, peer: Peer) -> 
     assert flagged[("properties", "model")]["reason"] == "not declared in the manifest"
     assert flagged[("properties", "model")]["count"] >= 1
     assert clients.gateway.metrics()['gateway_manifest_mismatches_total{section="properties"}'] >= 1
+
+
+async def test_manifests_survive_a_restart(clients: Clients, tmp_path: Path) -> None:
+    """The device -> manifest catalog is rebuilt from the store at start-up."""
+    admin = clients.installer
+    device = await admin.devices.create_standalone(name="Restarted")
+    blueprint = await admin.blueprints.upload_directory(write_blueprint(tmp_path / "peer", PEER_MANIFEST))
+    await admin.devices.assign_blueprint(device.id, blueprint.id)
+    gateway = clients.gateway
+    assert gateway.stop() == 0
+    gateway.start()
+    token = gateway.create_token("USER", name="after-restart")
+    async with enapter.http.api.Client(
+        config=enapter.http.api.Config(base_url=gateway.base_url, token=token)
+    ) as as_user:
+        with pytest.raises(enapter.http.api.Error) as undeclared:
+            await as_user.commands.execute(device.id, "hang", {})
+        assert undeclared.value.code == "command_not_declared"
+        # Declared, so it is sent; the device is offline, so the execution says so.
+        offline = await as_user.commands.execute(device.id, "plus", {"a": 1, "b": 2})
+        assert offline.state is ExecutionState.ERROR
+        assert offline.request.manifest_name == "add"
+        found = await as_user.devices.get(device.id, expand_manifest=True)
+        assert found.blueprint_id == blueprint.id
+        assert found.manifest is not None
+        assert "add" in found.manifest["commands"]

@@ -76,7 +76,7 @@ async def get_named(request: web.Request) -> web.Response:
     if tag == "latest":
         found = await store.newest_blueprint(name)
     else:
-        found = (await store.blueprints([tag])).get(tag)
+        found = await store.blueprint(tag)
         found = found if found is not None and found.name == name else None
     if found is None:
         raise errors.not_found("Blueprint")
@@ -160,7 +160,7 @@ def invalid_blueprint(problems: tuple[str, ...]) -> errors.ApiError:
 
 
 async def _blueprint(request: web.Request, blueprint_id: str) -> Blueprint:
-    found = (await request.app[SERVICES].store.blueprints([blueprint_id])).get(blueprint_id)
+    found = await request.app[SERVICES].store.blueprint(blueprint_id)
     if found is None:
         raise errors.not_found("Blueprint")
     return found

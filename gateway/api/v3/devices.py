@@ -11,7 +11,7 @@ from gateway.api import dto, errors, lookup, params
 from gateway.api.auth import ROLE
 from gateway.api.render import json_response
 from gateway.api.services import SERVICES
-from gateway.model import Device, DeviceType, JsonObject, MqttProtocol
+from gateway.model import Device, DeviceType, JsonObject, MqttProtocol, Site
 from gateway.mqtt.accounts import BrokerChangeError, MqttsUnavailableError
 from gateway.store.store import HasChildrenError, SlugTakenError
 
@@ -36,10 +36,15 @@ async def get_device(request: web.Request) -> web.Response:
     expand = params.expand(request.query, params.DEVICE_EXPANDS)
     site = await lookup.own_site(request)
     device = await lookup.device(request, site)
-    services = request.app[SERVICES]
-    (view,) = await services.views([device], expand, request[ROLE])
-    body = dto.device(view, role=request[ROLE], expand=expand, site_record=site)
-    return json_response({"device": body})
+    return await device_response(request, device, site, expand)
+
+
+async def device_response(
+    request: web.Request, device: Device, site: Site, expand: frozenset[str] = frozenset()
+) -> web.Response:
+    """`{"device": ...}` as the caller's role sees it."""
+    (view,) = await request.app[SERVICES].views([device], expand, request[ROLE])
+    return json_response({"device": dto.device(view, role=request[ROLE], expand=expand, site_record=site)})
 
 
 async def generate_config(request: web.Request) -> web.Response:
@@ -115,10 +120,7 @@ async def update_device(request: web.Request) -> web.Response:
             raise errors.conflict(f"A device with slug {changes.slug!r} already exists.") from None
         except LookupError:
             raise errors.not_found("Device") from None
-    (view,) = await services.views([device], frozenset(), request[ROLE])
-    return json_response(
-        {"device": dto.device(view, role=request[ROLE], expand=frozenset(), site_record=site)}
-    )
+    return await device_response(request, device, site)
 
 
 async def assign_blueprint(request: web.Request) -> web.Response:
@@ -131,7 +133,7 @@ async def assign_blueprint(request: web.Request) -> web.Response:
     if device.type is DeviceType.GATEWAY:
         raise errors.unprocessable("The gateway's own device has no blueprint.")
     services = request.app[SERVICES]
-    blueprint = (await services.store.blueprints([blueprint_id])).get(blueprint_id)
+    blueprint = await services.store.blueprint(blueprint_id)
     if blueprint is None:
         raise errors.not_found("Blueprint")
     try:
@@ -140,16 +142,13 @@ async def assign_blueprint(request: web.Request) -> web.Response:
         raise errors.not_found("Device") from None
     services.manifests.assign(device.id, blueprint)
     LOG.info("device %s now follows blueprint %s", device.slug, blueprint.id)
-    (view,) = await services.views([device], frozenset(), request[ROLE])
-    return json_response(
-        {"device": dto.device(view, role=request[ROLE], expand=frozenset(), site_record=site)}
-    )
+    return await device_response(request, device, site)
 
 
 async def get_manifest(request: web.Request) -> web.Response:
     """GET /v3/devices/{device}/manifest -> {"manifest"} (Grafana); null for a device without one."""
     device = await lookup.device(request, await lookup.own_site(request))
-    blueprint = (await request.app[SERVICES].store.blueprints([device.blueprint_id])).get(device.blueprint_id)
+    blueprint = await request.app[SERVICES].store.blueprint(device.blueprint_id)
     return json_response({"manifest": None if blueprint is None else blueprint.manifest})
 
 

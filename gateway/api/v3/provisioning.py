@@ -114,7 +114,7 @@ async def lua_device(request: web.Request) -> web.Response:
         raise errors.unprocessable(
             f"Device {runtime.slug} of type {runtime.type.value} cannot run Lua devices; use a UCM."
         )
-    blueprint = (await services.store.blueprints([blueprint_id])).get(blueprint_id)
+    blueprint = await services.store.blueprint(blueprint_id)
     if blueprint is None:
         raise errors.not_found("Blueprint")
     for child in await services.store.children(runtime.id):
