@@ -22,6 +22,7 @@ import yaml
 from enapter.http.api.commands import ExecutionState
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
+from tests.blueprint_files import write_blueprint
 from tests.gateway_process import GatewayProcess, eventually, running_gateway
 from tests.peers.process import start_peer, stop_peer
 
@@ -82,14 +83,6 @@ commands:
       severity: {display_name: Severity, type: string, enum: [debug, info, warning, error]}
       persist: {display_name: Persist, type: boolean}
 """
-
-
-def write_blueprint(directory: Path, manifest: str, **files: str) -> Path:
-    directory.mkdir()
-    (directory / "manifest.yml").write_text(manifest)
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    return directory
 
 
 @pytest.fixture

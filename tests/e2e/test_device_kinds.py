@@ -14,6 +14,7 @@ import pytest
 from enapter.http.api.devices import DeviceType, MQTTProtocol
 from enapter.http.api.sites import Location
 
+from tests.blueprint_files import write_blueprint
 from tests.gateway_process import GatewayProcess, eventually
 
 LUA_MANIFEST = """\
@@ -113,10 +114,9 @@ async def test_device_update_and_delete(gateway: GatewayProcess, installer_token
 
 
 async def test_vucm_lua_device_and_ucm(gateway: GatewayProcess, installer_token: str, tmp_path: Path) -> None:
-    blueprint_dir = tmp_path / "inverter"
-    blueprint_dir.mkdir()
-    (blueprint_dir / "manifest.yml").write_text(LUA_MANIFEST)
-    (blueprint_dir / "main.lua").write_text("function main() end\n")
+    blueprint_dir = write_blueprint(
+        tmp_path / "inverter", LUA_MANIFEST, **{"main.lua": "function main() end\n"}
+    )
     async with client(gateway, installer_token) as api:
         vucm = await api.devices.create_vucm(name="Virtual UCM")
         assert vucm.type is DeviceType.VIRTUAL_UCM
