@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Literal, TypeVar
 
-from gateway.blueprints.manifest import Attribute, Manifest, check_value
+from gateway.blueprints.manifest import Manifest, check_value
 from gateway.model import JsonValue, Mismatch, Properties, Role, Telemetry
 
 Section = Literal["properties", "telemetry"]
@@ -20,12 +20,11 @@ UNDECLARED = "not declared in the manifest"
 V = TypeVar("V")
 
 
-def _mismatches(
-    section: Section, declared: Mapping[str, Attribute], values: Mapping[str, JsonValue]
-) -> list[Mismatch]:
+def _mismatches(manifest: Manifest, section: Section, values: Mapping[str, JsonValue]) -> list[Mismatch]:
     found: list[Mismatch] = []
     for name, value in values.items():
-        attribute = declared.get(name)
+        # A device on older firmware may still send an attribute under one of its aliases.
+        attribute = manifest.attribute(section, name)
         reason = UNDECLARED if attribute is None else check_value(attribute, value)
         if reason is not None:
             found.append(Mismatch(section, name, reason))
@@ -35,7 +34,7 @@ def _mismatches(
 def check_telemetry(manifest: Manifest, message: Telemetry) -> tuple[Telemetry, tuple[Mismatch, ...]]:
     """The message with the alerts of its `type: alerts` attributes added to `alerts`, and what
     does not match the manifest."""
-    mismatches = _mismatches("telemetry", manifest.telemetry, message.values)
+    mismatches = _mismatches(manifest, "telemetry", message.values)
     flagged = {mismatch.attribute for mismatch in mismatches}
     extra: list[str] = []
     for name in manifest.alert_attributes():
@@ -50,7 +49,7 @@ def check_telemetry(manifest: Manifest, message: Telemetry) -> tuple[Telemetry, 
 
 def check_properties(manifest: Manifest, message: Properties) -> tuple[Mismatch, ...]:
     """What in a properties message does not match the manifest."""
-    return tuple(_mismatches("properties", manifest.properties, message.values))
+    return tuple(_mismatches(manifest, "properties", message.values))
 
 
 def readable(

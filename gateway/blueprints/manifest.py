@@ -162,15 +162,20 @@ class Manifest:
             name for name, attribute in self.telemetry.items() if attribute.type is AttributeType.ALERTS
         )
 
+    def attribute(self, kind: Literal["properties", "telemetry"], name: str) -> Attribute | None:
+        """The property or telemetry attribute declared as `name`, or listing it among its aliases."""
+        table = self.properties if kind == "properties" else self.telemetry
+        found = table.get(name)
+        if found is None:
+            found = next((item for item in table.values() if name in item.aliases), None)
+        return found
+
     def readable(self, kind: Literal["properties", "telemetry"], name: str, role: Role) -> bool:
         """Whether `role` may read property or telemetry attribute `name` (by name or alias).
 
         Undeclared names count as `readonly`, i.e. everyone may read them (HTTP API §2).
         """
-        table = self.properties if kind == "properties" else self.telemetry
-        attribute = table.get(name)
-        if attribute is None:
-            attribute = next((item for item in table.values() if name in item.aliases), None)
+        attribute = self.attribute(kind, name)
         return attribute is None or role.at_least(attribute.access_level)
 
 

@@ -26,7 +26,7 @@ properties:
   model: {display_name: Model, type: string}
   secret: {display_name: Secret, type: string, access_level: installer}
 telemetry:
-  temperature: {display_name: Temperature, type: float}
+  temperature: {display_name: Temperature, type: float, aliases: [temp]}
   state: {display_name: State, type: string, enum: [idle, heating]}
   conn_alerts: {display_name: Connection alerts, type: alerts}
 alerts:
@@ -142,8 +142,11 @@ def test_alerts_attribute_alone_raises_and_a_malformed_one_is_flagged_not_raised
 
 
 def test_a_conforming_message_is_unchanged() -> None:
-    message = Telemetry(1.0, {"temperature": 20, "state": "idle", "conn_alerts": []}, None)
+    # `temp` is an alias of `temperature`: what older firmware still sends is declared too.
+    message = Telemetry(1.0, {"temperature": 20, "temp": 21.5, "state": "idle", "conn_alerts": []}, None)
     assert check_telemetry(MANIFEST, message) == (message, ())
+    _, mismatches = check_telemetry(MANIFEST, Telemetry(1.0, {"temp": "warm"}, None))
+    assert [(m.attribute, m.reason == UNDECLARED) for m in mismatches] == [("temp", False)]
 
 
 def test_properties_are_checked_too() -> None:
