@@ -55,11 +55,7 @@ class Services:
         raised = (
             await self.store.raised_alerts(ids) if expand & {"raised_alert_names", "raised_alerts"} else {}
         )
-        mismatches = (
-            {device_id: await self.store.mismatches(device_id) for device_id in ids}
-            if "manifest_mismatches" in expand
-            else {}
-        )
+        mismatches = await self.store.mismatches(ids) if "manifest_mismatches" in expand else {}
         last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
         blueprints = (
             await self.store.blueprints({device.blueprint_id for device in devices})

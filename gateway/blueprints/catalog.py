@@ -37,7 +37,7 @@ class ManifestCatalog:
         """The device's manifest, if it has a blueprint."""
         return self._by_device.get(device_id)
 
-    def assign(self, device_id: str, blueprint: Blueprint) -> Manifest | None:
+    def assign(self, device_id: str, blueprint: Blueprint) -> None:
         """The device follows this blueprint from now on."""
         if blueprint.id not in self._by_blueprint:
             self._by_blueprint[blueprint.id] = self._parse(blueprint)
@@ -46,7 +46,6 @@ class ManifestCatalog:
             self._by_device.pop(device_id, None)
         else:
             self._by_device[device_id] = manifest
-        return manifest
 
     def forget(self, device_id: str) -> None:
         """The device is gone."""

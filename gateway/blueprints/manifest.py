@@ -143,13 +143,30 @@ class Manifest:
     commands: Mapping[str, Command]
     referenced_files: tuple[str, ...]
     compiled: JsonObject
+    # (section, alias) -> the declared name. Derived, so it takes no part in equality; ingest looks
+    # up every value a device sends, so an alias must not cost a scan of every declaration.
+    _aliases: Mapping[tuple[str, str], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sections: tuple[tuple[str, Mapping[str, Attribute] | Mapping[str, Command]], ...] = (
+            ("properties", self.properties),
+            ("telemetry", self.telemetry),
+            ("commands", self.commands),
+        )
+        aliases = {
+            (section, alias): name
+            for section, declared in sections
+            for name, item in declared.items()
+            for alias in item.aliases
+        }
+        object.__setattr__(self, "_aliases", aliases)
 
     def command(self, name: str) -> Command | None:
         """The command declared under `name`, or the one that lists `name` among its aliases."""
         found = self.commands.get(name)
-        if found is not None:
-            return found
-        return next((command for command in self.commands.values() if name in command.aliases), None)
+        if found is None and (declared := self._aliases.get(("commands", name))) is not None:
+            found = self.commands[declared]
+        return found
 
     def alert_severity(self, name: str) -> AlertSeverity:
         """Severity of alert `name`; undeclared alerts are errors (device protocol §1.3)."""
@@ -166,8 +183,8 @@ class Manifest:
         """The property or telemetry attribute declared as `name`, or listing it among its aliases."""
         table = self.properties if kind == "properties" else self.telemetry
         found = table.get(name)
-        if found is None:
-            found = next((item for item in table.values() if name in item.aliases), None)
+        if found is None and (declared := self._aliases.get((kind, name))) is not None:
+            found = table[declared]
         return found
 
     def readable(self, kind: Literal["properties", "telemetry"], name: str, role: Role) -> bool:

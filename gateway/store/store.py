@@ -1284,17 +1284,19 @@ class Store:
         rows = await self._fetch("SELECT archive FROM device_profiles WHERE id = 1")
         return bytes(rows[0]["archive"]) if rows else None
 
-    async def mismatches(self, device_id: str) -> list[tuple[Mismatch, int, float]]:
-        """What the device sent against its manifest: each flagged attribute, how often, last when."""
+    async def mismatches(self, device_ids: Collection[str]) -> dict[str, list[tuple[Mismatch, int, float]]]:
+        """What each device sent against its manifest: each flagged attribute, how often, last when
+        (device id -> list, for the devices with any)."""
         rows = await self._fetch(
-            "SELECT section, attribute, reason, count, last_seen FROM manifest_mismatches"
-            " WHERE device_id = ? ORDER BY section, attribute",
-            (device_id,),
+            "SELECT device_id, section, attribute, reason, count, last_seen FROM manifest_mismatches"
+            " WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, section, attribute",
+            (_id_list(device_ids),),
         )
-        return [
-            (Mismatch(row["section"], row["attribute"], row["reason"]), row["count"], row["last_seen"])
-            for row in rows
-        ]
+        found: dict[str, list[tuple[Mismatch, int, float]]] = {}
+        for row in rows:
+            mismatch = Mismatch(row["section"], row["attribute"], row["reason"])
+            found.setdefault(row["device_id"], []).append((mismatch, row["count"], row["last_seen"]))
+        return found
 
     async def credentials(self) -> list[DeviceCredential]:
         """Every device credential, ordered by device id (to reconcile the broker at start-up)."""
