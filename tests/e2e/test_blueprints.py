@@ -173,6 +173,20 @@ async def test_upload_validate_get_download(clients: Clients, tmp_path: Path) ->
             assert profiles.headers["Content-Type"] == "application/zip"
             with zipfile.ZipFile(io.BytesIO(profiles.content)) as archive:
                 assert archive.namelist() == ["README.txt"]
+        # Uploaded profiles are what both paths serve from then on.
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("energy/battery.yml", "id: energy.battery\n")
+        stored = await http.post(
+            "/v3/blueprints/upload_device_profiles",
+            content=buffer.getvalue(),
+            headers={"X-Enapter-Auth-Token": token},
+        )
+        assert stored.json() == {"files": 1}
+        for path in ("/v3/blueprints/device_profiles/download", "/v3/blueprints/download_device_profiles"):
+            profiles = await http.get(path, headers={"X-Enapter-Auth-Token": token})
+            with zipfile.ZipFile(io.BytesIO(profiles.content)) as archive:
+                assert archive.read("energy/battery.yml") == b"id: energy.battery\n"
 
 
 @dataclass(frozen=True, slots=True)
