@@ -127,6 +127,18 @@ class CommandsConfig:
     timeout: float  # seconds until an execution with no final answer becomes TIMEOUT
 
 
+TimeSyncProtocol: TypeAlias = Literal["NTP", "HTTP"]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSyncConfig:
+    """``[time_sync]``: the time source generated device configs name (`time_sync_*`)."""
+
+    protocol: TimeSyncProtocol
+    host: str  # "" = the host generated configs give for the broker (the gateway itself)
+    port: int
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
@@ -137,6 +149,7 @@ class Config:
     mdns: MdnsConfig
     retention: RetentionConfig
     commands: CommandsConfig
+    time_sync: TimeSyncConfig
 
 
 def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
@@ -220,11 +233,27 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
     commands = CommandsConfig(timeout=_seconds(table, "timeout", 4.0))
     table.finish()
 
+    table = root.table("time_sync")
+    time_sync = TimeSyncConfig(
+        protocol=_time_sync_protocol(table, "protocol", "NTP"),
+        host=_string(table, "host", "", _optional_host),
+        port=_port(table, "port", 123),
+    )
+    table.finish()
+
     root.finish(kind="section")
 
     if problems:
         raise ConfigError(problems)
-    return Config(gateway=gateway, api=api, mqtt=mqtt, mdns=mdns, retention=retention, commands=commands)
+    return Config(
+        gateway=gateway,
+        api=api,
+        mqtt=mqtt,
+        mdns=mdns,
+        retention=retention,
+        commands=commands,
+        time_sync=time_sync,
+    )
 
 
 def default_config(*, base_dir: Path) -> Config:
@@ -448,6 +477,20 @@ def _mode(table: _Table, key: str, default: MqttMode) -> MqttMode:
     if value == "external":
         return "external"
     table.problem(key, f'expected "managed" or "external", got {_show(value)}')
+    return default
+
+
+def _time_sync_protocol(table: _Table, key: str, default: TimeSyncProtocol) -> TimeSyncProtocol:
+    value = table.take(key)
+    if value is _MISSING:
+        return default
+    # Any case, as the SDK upper-cases what it reads (enapter-device-protocol.md §1.9).
+    upper = value.upper() if isinstance(value, str) else None
+    if upper == "NTP":
+        return "NTP"
+    if upper == "HTTP":
+        return "HTTP"
+    table.problem(key, f'expected "NTP" or "HTTP", got {_show(value)}')
     return default
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway import __version__
 from gateway.api.app import serve
 from gateway.api.dto import TimeSync
 from gateway.api.services import DeviceEndpoint, Services
@@ -26,6 +28,7 @@ from gateway.blueprints.catalog import ManifestCatalog
 from gateway.commands import Commands
 from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
 from gateway.live import LiveFeed
+from gateway.mdns.advertiser import Advertisement, MdnsAdvertiser
 from gateway.model import Connectivity, Device, MqttProtocol
 from gateway.mqtt import dynsec
 from gateway.mqtt.accounts import CertificateIssuer, DeviceAccounts
@@ -36,14 +39,11 @@ from gateway.mqtt.ingest import Ingest
 from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
 from gateway.store.store import Store
-from gateway.systemd import notify
+from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 
 LOG = logging.getLogger("gateway")
 
 DATABASE_FILE = "gateway.sqlite3"
-# NTP on the gateway itself (enapter-device-protocol.md §1.9); the SDK ignores these fields.
-TIME_SYNC_PROTOCOL = "NTP"
-TIME_SYNC_PORT = 123
 RETENTION_CHECK_S = 60.0
 EPHEMERAL_EXECUTIONS_S = 86400.0
 
@@ -66,11 +66,13 @@ def primary_ipv4() -> str | None:
 def device_endpoint(config: Config, *, mqtts: bool) -> DeviceEndpoint:
     """Where generated configs send devices: mqtt.advertised_host, else the primary LAN IPv4."""
     host = config.mqtt.advertised_host or primary_ipv4() or f"{config.mdns.hostname}.local"
+    # The SDK ignores the time source (enapter-device-protocol.md §1.9); hardware UCMs use it.
+    time_sync = config.time_sync
     return DeviceEndpoint(
         mqtt_host=host,
         mqtt_port=config.mqtt.port,
         mqtts_port=config.mqtt.tls_port if mqtts else None,
-        time_sync=TimeSync(protocol=TIME_SYNC_PROTOCOL, host=host, port=TIME_SYNC_PORT),
+        time_sync=TimeSync(protocol=time_sync.protocol, host=time_sync.host or host, port=time_sync.port),
     )
 
 
@@ -180,6 +182,11 @@ async def run(config: Config) -> None:
                 live=live,
                 manifests=manifests,
             )
+            advertiser = (
+                MdnsAdvertiser(config.mdns, await advertisement(config, store, mqtts=issuer is not None))
+                if config.mdns.enabled
+                else None
+            )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:
                     group.create_task(broker.supervise(), name="broker-supervisor")
@@ -198,6 +205,11 @@ async def run(config: Config) -> None:
                 group.create_task(commands.run(), name="command-timeouts")
                 group.create_task(retention(store, config.retention), name="retention")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
+                if advertiser is not None:
+                    group.create_task(advertiser.run(), name="mdns")
+                watchdog = watchdog_interval(os.environ, os.getpid())
+                if watchdog is not None:
+                    group.create_task(keep_watchdog_fed(watchdog), name="watchdog")
     except* _StopRequested:
         LOG.info("stopped")
 
@@ -210,6 +222,19 @@ async def _serve_until_stopped(services: Services, config: Config, stop: asyncio
         notify("STOPPING=1")
         LOG.info("stopping")
     raise _StopRequested
+
+
+async def advertisement(config: Config, store: Store, *, mqtts: bool) -> Advertisement:
+    """What mDNS announces: the API, and the broker ports when the broker is ours."""
+    managed = config.mqtt.mode == "managed"
+    return Advertisement(
+        gateway_id=(await store.gateway_device()).id,
+        version=__version__,
+        api_port=config.api.port,
+        api_path="/api",
+        mqtt_port=config.mqtt.port if managed else None,
+        mqtts_port=config.mqtt.tls_port if managed and mqtts else None,
+    )
 
 
 async def retention(store: Store, keep: RetentionConfig) -> None:

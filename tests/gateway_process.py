@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -92,6 +92,8 @@ class GatewayProcess:
     api_port: int
     mqtt_port: int
     process: subprocess.Popen[bytes] | None = None
+    # Runs the daemon inside something, e.g. `ip netns exec NS` (tests.netns).
+    wrapper: Sequence[str] = ()
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +117,7 @@ class GatewayProcess:
             env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONPATH": str(REPO)}
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(
-                    gateway_command("run", "--config", str(self.config)),
+                    [*self.wrapper, *gateway_command("run", "--config", str(self.config))],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -182,12 +184,14 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def running_gateway(
-    directory: Path, overrides: Mapping[str, Mapping[str, object]] | None = None
+    directory: Path,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[GatewayProcess]:
-    """A started daemon on a fresh config (`write_config` overrides); on exit it must stop cleanly,
-    with exit status 0, on SIGTERM."""
+    """A started daemon on a fresh config (`write_config` overrides), inside `wrapper` if given; on
+    exit it must stop cleanly, with exit status 0, on SIGTERM."""
     config, api_port, mqtt_port = write_config(directory, overrides)
-    process = GatewayProcess(directory, config, api_port, mqtt_port)
+    process = GatewayProcess(directory, config, api_port, mqtt_port, wrapper=wrapper)
     process.start()
     try:
         yield process

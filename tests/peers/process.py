@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from tests.gateway_process import REPO
 
 
-def start_peer(blob: str) -> subprocess.Popen[bytes]:
-    """The SDK peer device, configured the documented way (ENAPTER_STANDALONE_COMMUNICATION_CONFIG)."""
+def start_peer(blob: str, wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """The SDK peer device, configured the documented way (ENAPTER_STANDALONE_COMMUNICATION_CONFIG),
+    run inside `wrapper` if given (e.g. `ip netns exec NS`)."""
     env = {
         **os.environ,
         "ENAPTER_STANDALONE_COMMUNICATION_CONFIG": blob,
@@ -18,7 +20,7 @@ def start_peer(blob: str) -> subprocess.Popen[bytes]:
         "PYTHONPATH": str(REPO),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.sdk_device"],
+        [*wrapper, sys.executable, "-m", "tests.peers.sdk_device"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

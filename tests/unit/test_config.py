@@ -23,6 +23,7 @@ from gateway.config import (
     MqttConfig,
     RateLimitConfig,
     RetentionConfig,
+    TimeSyncConfig,
     default_config,
     load,
     parse,
@@ -72,6 +73,7 @@ def test_defaults() -> None:
             max_database_mb=2048,
         ),
         commands=CommandsConfig(timeout=4.0),
+        time_sync=TimeSyncConfig(protocol="NTP", host="", port=123),
     )
 
 
@@ -91,6 +93,7 @@ def test_example_sets_every_key() -> None:
         ("mqtt", "external"): ExternalBrokerConfig,
         ("mdns",): MdnsConfig,
         ("retention",): RetentionConfig,
+        ("time_sync",): TimeSyncConfig,
     }
     for parts, section in sections.items():
         table: object = data
@@ -105,7 +108,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 31  # every key of every section
+    assert len(assignments) == 34  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -122,6 +125,7 @@ def test_empty_sections_are_defaults() -> None:
         "mdns": {},
         "retention": {},
         "commands": {},
+        "time_sync": {},
     }
     assert parse(data, base_dir=BASE) == default_config(base_dir=BASE)
 
@@ -170,6 +174,7 @@ def test_every_key_set() -> None:
                 "max_database_mb": 0,
             },
             "commands": {"timeout": 2},
+            "time_sync": {"protocol": "http", "host": "time.lan", "port": 80},
         },
         base_dir=BASE,
     )
@@ -205,6 +210,7 @@ def test_every_key_set() -> None:
         temporary_logs=60.0, telemetry_raw=120.0, telemetry_1m=3600.0, telemetry_1h=86400.5, max_database_mb=0
     )
     assert config.commands == CommandsConfig(timeout=2.0)
+    assert config.time_sync == TimeSyncConfig(protocol="HTTP", host="time.lan", port=80)
 
 
 # --- Paths ---------------------------------------------------------------------------------------
@@ -396,6 +402,10 @@ def test_bad_paths(data: dict[str, object], expected: str) -> None:
             "mqtt.tls_hostnames[0]: expected a DNS host name (DNS labels of letters, digits or "
             'hyphens joined by dots; no wildcard), got "*.lan"',
         ),
+        ({"time_sync": {"protocol": "PTP"}}, 'time_sync.protocol: expected "NTP" or "HTTP", got "PTP"'),
+        ({"time_sync": {"protocol": 123}}, 'time_sync.protocol: expected "NTP" or "HTTP", got 123'),
+        ({"time_sync": {"host": "a b"}}, 'time_sync.host: expected a host name or IP address, got "a b"'),
+        ({"time_sync": {"port": 0}}, "time_sync.port: expected an integer 1..65535, got 0"),
         ({"mqtt": {"port": 8080}}, "mqtt.port: 8080 is already api.port"),
         ({"mqtt": {"tls_port": 8080}}, "mqtt.tls_port: 8080 is already api.port"),
         ({"mqtt": {"tls_port": 1883}}, "mqtt.tls_port: 1883 is already mqtt.port"),
@@ -500,7 +510,7 @@ def test_unknown_keys_and_sections() -> None:
     }
 
 
-@pytest.mark.parametrize("section", ["gateway", "api", "mqtt", "mdns", "retention"])
+@pytest.mark.parametrize("section", ["gateway", "api", "mqtt", "mdns", "retention", "time_sync"])
 def test_section_that_is_not_a_table(section: str) -> None:
     assert problems_of({section: 5}) == (f"{section}: expected a table, got 5",)
 
@@ -611,6 +621,7 @@ def test_load_reports_value_problems(tmp_path: Path) -> None:
 # --- Any input: a Config or a ConfigError --------------------------------------------------------
 
 KNOWN_KEYS = [
+    "protocol",
     "state_dir",
     "site_name",
     "timezone",
@@ -636,7 +647,7 @@ KNOWN_KEYS = [
     "auth_failures",
     "tls_hostnames",
 ]
-SECTIONS = ["gateway", "api", "mqtt", "mdns", "retention", "commands"]
+SECTIONS = ["gateway", "api", "mqtt", "mdns", "retention", "commands", "time_sync"]
 
 json_values = st.recursive(
     st.none()

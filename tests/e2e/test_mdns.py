@@ -1,0 +1,192 @@
+"""The gateway found by name on a LAN: two network namespaces joined by a veth pair (tests.netns),
+the daemon in one, "another host" in the other (tests.peers.lan_host).
+
+On the client side run, unchanged, the Enapter SDK's own resolver (`enapter.mdns`, with the
+dnspython a fresh `pip install enapter` brings, which rejects python-zeroconf's own answer) and
+python-zeroconf's service browser; then an SDK standalone device whose config names the broker
+`enapter-gateway.local`. A rival responder claiming the name makes the gateway take its alias.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import netns
+from tests.gateway_process import REPO, GatewayProcess, free_port, running_gateway
+from tests.peers.process import start_peer, stop_peer
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(netns.unavailable() is not None, reason=str(netns.unavailable())),
+]
+
+HOSTNAME = "enapter-gateway.local"
+SERVICES = ("_enapter-gw-http._tcp.local.", "_mqtt._tcp.local.", "_secure-mqtt._tcp.local.")
+# The SDK's resolver gives up after 5.4 s per attempt; the advertisement itself takes a few seconds
+# (a name probe, then zeroconf's own probing of the service names).
+RESOLVE_WITHIN_S = 25.0
+TELEMETRY_WITHIN_S = 30.0
+
+
+def client_side(net: netns.Lan, *args: str, timeout: float = 60.0) -> Any:
+    """`tests.peers.lan_host` run on the client's side of the LAN; its JSON output."""
+    result = subprocess.run(
+        net.on_client([sys.executable, "-m", "tests.peers.lan_host", *args]),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def lan_config(tls_port: int) -> dict[str, dict[str, object]]:
+    """Everything on the LAN side, mDNS on with its defaults, configs naming the broker by mDNS."""
+    return {
+        "api": {"host": "0.0.0.0"},
+        "mqtt": {"bind": "0.0.0.0", "tls_port": tls_port, "advertised_host": HOSTNAME},
+        "mdns": {"enabled": True},
+    }
+
+
+@pytest.fixture(scope="module")
+def lan_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[netns.Lan, GatewayProcess]]:
+    """The daemon on the gateway's side, with the default interface choice (the veth is `lan0`)."""
+    with (
+        netns.lan("m") as net,
+        running_gateway(
+            tmp_path_factory.mktemp("mdns"), lan_config(free_port()), wrapper=net.on_gateway([])
+        ) as gateway,
+    ):
+        yield net, gateway
+
+
+def api_url(gateway: GatewayProcess, path: str) -> str:
+    return f"http://{netns.GATEWAY_ADDRESS}:{gateway.api_port}/api{path}"
+
+
+def test_sdk_resolver_and_zeroconf_browser_find_the_gateway(
+    lan_gateway: tuple[netns.Lan, GatewayProcess],
+) -> None:
+    net, gateway = lan_gateway
+    resolved = client_side(net, "resolve", HOSTNAME, str(RESOLVE_WITHIN_S))
+    # The dnspython that rejects zeroconf's NSEC-carrying answer, so this is the real test.
+    assert tuple(resolved["dnspython"]) >= (2, 9, 1)
+    assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
+
+    token = gateway.create_token("READONLY")
+    own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
+    assert own["status"] == 200
+    gateway_id = own["body"]["device"]["id"]
+
+    found = client_side(net, "browse", *SERVICES, "15")
+    assert set(found) == set(SERVICES), found
+    ports = {
+        "_enapter-gw-http._tcp.local.": gateway.api_port,
+        "_mqtt._tcp.local.": gateway.mqtt_port,
+        "_secure-mqtt._tcp.local.": _tls_port(gateway),
+    }
+    for service, seen in found.items():
+        assert seen["name"] == f"Enapter-GW.{service}"
+        assert seen["port"] == ports[service]
+        assert seen["server"] == f"{HOSTNAME}."
+        assert seen["addresses"] == [netns.GATEWAY_ADDRESS]
+        assert seen["txt"]["gateway_id"] == gateway_id
+    assert found["_enapter-gw-http._tcp.local."]["txt"]["path"] == "/api"
+    assert "advertising enapter-gateway.local at 192.0.2.1" in gateway.log()
+
+
+def test_sdk_device_with_the_gateway_name_as_broker_reports_telemetry(
+    lan_gateway: tuple[netns.Lan, GatewayProcess],
+) -> None:
+    net, gateway = lan_gateway
+    token = gateway.create_token("INSTALLER")
+    created = client_side(
+        net, "request", "POST", api_url(gateway, "/v3/provisioning/standalone"), token, '{"name": "By Name"}'
+    )
+    assert created["status"] == 200, created
+    device_id = created["body"]["device_id"]
+    generated = client_side(
+        net,
+        "request",
+        "POST",
+        api_url(gateway, f"/v3/devices/{device_id}/generate_config"),
+        token,
+        '{"protocol": "MQTT"}',
+    )
+    config = generated["body"]["config"]
+    assert config["mqtt_host"] == HOSTNAME
+    blob = base64.b64encode(json.dumps(config).encode()).decode()
+
+    peer = start_peer(blob, wrapper=net.on_client([]))
+    try:
+        latest_url = api_url(gateway, f"/v3/telemetry/latest?devices[{device_id}]=counter")
+        deadline = time.monotonic() + TELEMETRY_WITHIN_S
+        value: dict[str, object] = {}
+        while time.monotonic() < deadline and "timestamp" not in value:
+            time.sleep(1.0)
+            value = client_side(net, "request", "GET", latest_url, token)["body"]["telemetry"][device_id][
+                "counter"
+            ]
+        assert "timestamp" in value, value
+    finally:
+        log = stop_peer(peer)
+    assert f"'{HOSTNAME}' resolved using mDNS: '{netns.GATEWAY_ADDRESS}'" in log, log
+
+
+def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Path) -> None:
+    with netns.lan("a") as net:
+        rival = subprocess.Popen(
+            net.on_client(
+                [sys.executable, "-m", "tests.peers.lan_host", "rival", HOSTNAME, netns.CLIENT_ADDRESS]
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            assert rival.stdout is not None
+            assert rival.stdout.readline().strip() == b"ready"
+            with running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway:
+                token = gateway.create_token("READONLY")
+                own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
+                alias = f"enapter-gateway-{own['body']['device']['id'].replace('-', '')[:6]}.local"
+                resolved = client_side(net, "resolve", alias, str(RESOLVE_WITHIN_S))
+                assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
+                log = gateway.log()
+                assert f"enapter-gateway.local is already taken by {netns.CLIENT_ADDRESS}" in log
+                assert f"advertising {alias} instead" in log
+                # The gateway no longer answers for the name it gave up. (The rival, plain
+                # python-zeroconf, answers in a form this dnspython drops, so nothing resolves.)
+                held = client_side(net, "resolve", HOSTNAME, "6")
+                assert held["address"] != netns.GATEWAY_ADDRESS, held
+        finally:
+            for pipe in (rival.stdin, rival.stdout):
+                if pipe is not None:
+                    pipe.close()  # the rival withdraws when its stdin closes
+            try:
+                rival.wait(10)
+            except subprocess.TimeoutExpired:
+                rival.kill()
+                rival.wait()
+
+
+def _tls_port(gateway: GatewayProcess) -> int:
+    port = tomllib.loads(gateway.config.read_text())["mqtt"]["tls_port"]
+    assert isinstance(port, int)
+    return port
