@@ -110,8 +110,8 @@ class LegacyUnicastAnswerer(asyncio.DatagramProtocol):
         LOG.debug("mDNS legacy-unicast answer not sent: %s", exc)
 
 
-def _answer_socket(ipv4: Sequence[str]) -> socket.socket:
-    """A UDP socket on the mDNS group and port, joined on each interface address.
+def _answer_socket(interfaces: Sequence[str]) -> socket.socket:
+    """A UDP socket on the mDNS group and port, joined on each interface.
 
     Bound to the group address, not 0.0.0.0: it then gets only multicast queries and cannot take
     unicast packets meant for zeroconf's socket on the same port; replies still leave from port
@@ -122,8 +122,12 @@ def _answer_socket(ipv4: Sequence[str]) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((MDNS_GROUP, MDNS_PORT))
-        for address in ipv4:
-            membership = struct.pack("4s4s", socket.inet_aton(MDNS_GROUP), socket.inet_aton(address))
+        for interface in interfaces:
+            # struct ip_mreqn: by interface index, so an interface with two addresses joins once
+            # (a second join of the same group on the same interface is EADDRINUSE).
+            membership = struct.pack(
+                "4s4si", socket.inet_aton(MDNS_GROUP), bytes(4), socket.if_nametoindex(interface)
+            )
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
         sock.setblocking(False)
     except OSError:
@@ -213,7 +217,8 @@ class MdnsAdvertiser:
         running, self._running = self._running, None
         if running is not None:
             await running.close()
-            LOG.info("mDNS: %s.local withdrawn", running.name)
+            if running.name is not None:
+                LOG.info("mDNS: %s.local withdrawn", running.name)
 
     async def _advertise(self, chosen: tuple[InterfaceAddress, ...]) -> None:
         ipv4 = [str(entry.address) for entry in chosen if entry.address.version == 4]
@@ -221,8 +226,9 @@ class MdnsAdvertiser:
         self._running = running
         name = await self._free_name(running.zeroconf, {str(entry.address) for entry in chosen})
         loop = asyncio.get_running_loop()
+        interfaces = sorted({entry.interface for entry in chosen if entry.address.version == 4})
         running.transport, _ = await loop.create_datagram_endpoint(
-            lambda: LegacyUnicastAnswerer(f"{name}.local", chosen), sock=_answer_socket(ipv4)
+            lambda: LegacyUnicastAnswerer(f"{name}.local", chosen), sock=_answer_socket(interfaces)
         )
         infos = self._service_infos(name, chosen)
         # Each registration probes its instance name for about a second: all at once, not in turn.

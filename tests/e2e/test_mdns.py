@@ -12,18 +12,20 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import netns
-from tests.gateway_process import REPO, GatewayProcess, free_port, running_gateway
+from tests.gateway_process import REPO, GatewayProcess, free_port, running_gateway, write_config
 from tests.peers.process import start_peer, stop_peer
 
 pytestmark = [
@@ -37,6 +39,10 @@ SERVICES = ("_enapter-gw-http._tcp.local.", "_mqtt._tcp.local.", "_secure-mqtt._
 # (a name probe, then zeroconf's own probing of the service names).
 RESOLVE_WITHIN_S = 25.0
 TELEMETRY_WITHIN_S = 30.0
+ADVERTISED_WITHIN_S = 15.0
+ADDRESS_POLL_S = 5.0  # gateway.mdns.advertiser.ADDRESS_POLL_S
+GOODBYE_WITHIN_S = 5.0
+SECOND_ADDRESS = "192.0.2.3"
 
 
 def client_side(net: netns.Lan, *args: str, timeout: float = 60.0) -> Any:
@@ -184,6 +190,74 @@ def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Pat
             except subprocess.TimeoutExpired:
                 rival.kill()
                 rival.wait()
+
+
+class Lines:
+    """The JSON lines a process prints, read by a thread so that a test can wait with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._stdout:
+            self._lines.put(json.loads(line))
+
+    def until(self, wanted: Callable[[dict[str, Any]], bool], within_s: float) -> dict[str, Any]:
+        """The first line `wanted` accepts; fails after `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        seen: list[dict[str, Any]] = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if wanted(line):
+                return line
+            seen.append(line)
+        raise AssertionError(f"nothing wanted within {within_s} s; saw {seen}")
+
+
+def test_records_follow_address_changes_and_goodbyes_withdraw_them(tmp_path: Path) -> None:
+    service = "_enapter-gw-http._tcp.local."
+    with netns.lan("w") as net:
+        gateway = GatewayProcess(tmp_path, *write_config(tmp_path, lan_config(0)), wrapper=net.on_gateway([]))
+        gateway.start()
+        watch = [sys.executable, "-m", "tests.peers.lan_host", "watch", service]
+        watcher = subprocess.Popen(
+            net.on_client(watch), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env=_env()
+        )
+        try:
+            events = Lines(watcher)
+            events.until(lambda e: e["addresses"] == [netns.GATEWAY_ADDRESS], ADVERTISED_WITHIN_S)
+
+            subprocess.run(
+                ["ip", "-n", net.gateway_ns, "addr", "add", f"{SECOND_ADDRESS}/24", "dev", "lan0"], check=True
+            )
+            both = sorted([netns.GATEWAY_ADDRESS, SECOND_ADDRESS])
+            events.until(lambda e: e["addresses"] == both, ADVERTISED_WITHIN_S + ADDRESS_POLL_S)
+
+            assert gateway.stop() == 0
+            # Goodbye packets (TTL 0) take the service off the network at once; without them a
+            # browser would keep it for its TTL (75 minutes for the PTR record).
+            events.until(lambda e: e["event"] == "removed", GOODBYE_WITHIN_S)
+        finally:
+            gateway.stop()
+            for pipe in (watcher.stdin, watcher.stdout):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                watcher.wait(10)
+            except subprocess.TimeoutExpired:
+                watcher.kill()
+                watcher.wait()
+    assert "mDNS: enapter-gateway.local withdrawn" in gateway.log()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def _tls_port(gateway: GatewayProcess) -> int:

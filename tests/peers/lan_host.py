@@ -4,8 +4,10 @@
     python -m tests.peers.lan_host browse TYPE... WITHIN_S    zeroconf's browser, each service found
     python -m tests.peers.lan_host request METHOD URL TOKEN [JSON]
     python -m tests.peers.lan_host rival NAME ADDRESS        a responder claiming NAME until stdin closes
+    python -m tests.peers.lan_host watch TYPE                 browser events until stdin closes
 
-Each prints one JSON document on stdout (`rival` prints "ready" once it is on the air).
+Each prints one JSON document on stdout (`rival` prints "ready" once it is on the air; `watch`
+prints one JSON line per event: added/updated/removed, with the instance's addresses).
 """
 
 from __future__ import annotations
@@ -97,11 +99,40 @@ async def rival(name: str, address: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
+async def watch(service_type: str) -> None:
+    """Print each change zeroconf's browser sees for `service_type` until stdin closes."""
+    events: asyncio.Queue[tuple[str, ServiceStateChange]] = asyncio.Queue()
+
+    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        events.put_nowait((name, state_change))
+
+    loop = asyncio.get_running_loop()
+    async with AsyncZeroconf(interfaces=[CLIENT_ADDRESS], ip_version=IPVersion.V4Only) as zeroconf:
+        browser = AsyncServiceBrowser(zeroconf.zeroconf, [service_type], handlers=[on_change])
+        stdin_closed = loop.run_in_executor(None, sys.stdin.read)
+        while not stdin_closed.done():
+            try:
+                name, change = await asyncio.wait_for(events.get(), 0.5)
+            except TimeoutError:
+                continue
+            addresses: list[str] = []
+            if change is not ServiceStateChange.Removed:
+                info = AsyncServiceInfo(service_type, name)
+                if await info.async_request(zeroconf.zeroconf, 2000):
+                    addresses = sorted(info.parsed_addresses())
+            event = {"event": change.name.lower(), "name": name, "addresses": addresses}
+            print(json.dumps(event), flush=True)
+        await browser.async_cancel()
+
+
 def main(argv: list[str]) -> None:
     """Run one command and print its result as JSON."""
     command, args = argv[0], argv[1:]
     if command == "rival":
         asyncio.run(rival(args[0], args[1]))
+        return
+    if command == "watch":
+        asyncio.run(watch(args[0]))
         return
     if command == "resolve":
         result = asyncio.run(resolve(args[0], float(args[1])))
