@@ -1,8 +1,10 @@
-"""Command line: `enapter-gateway run | token create|list|revoke | check-config`.
+"""Command line: `enapter-gateway run | status | token create|list|revoke | check-config | backup | restore`.
 
 Exit codes: 0 ok; 78 (EX_CONFIG) bad configuration, so systemd's RestartPreventExitStatus=78 does not
-loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing; 65 (EX_DATAERR)
-`token revoke` of an unknown id; 1 a crash.
+loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing, or `status` finds no
+running daemon; 65 (EX_DATAERR) `token revoke` of an unknown id, or a backup archive that is
+unreadable, corrupt or does not fit; 75 (EX_TEMPFAIL) `backup`/`restore` cannot work on the state
+directory now (the daemon runs on it, it is not empty, an archive cannot be written); 1 a crash.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -18,7 +21,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import __version__, runtime
+from gateway import __version__, backup, runtime
+from gateway.api import control
 from gateway.config import Config, ConfigError, load
 from gateway.model import ApiToken, Role
 from gateway.mqtt.broker import BrokerUnavailableError
@@ -28,6 +32,7 @@ from gateway.tokens import RANDOM_BYTES, format_token, hash_token
 EX_CONFIG = 78
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
 DEFAULT_CONFIG = Path("/etc/enapter-gateway/config.toml")
 CONFIG_ENV = "ENAPTER_GATEWAY_CONFIG"
 
@@ -62,7 +67,44 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
+    status = commands.add_parser("status", help="what the running daemon reports about itself")
+    status.add_argument("--config", type=Path, help=config_help)
+    status.add_argument("--json", action="store_true", help="the daemon's status document as JSON")
+    _add_backup_commands(commands, config_help)
     return parser
+
+
+def _add_backup_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], config_help: str
+) -> None:
+    save = commands.add_parser(
+        "backup",
+        help="save the database, the gateway CA and the config file to one archive",
+        description="Write a .tar.gz (mode 0600: it holds the CA key) with a consistent snapshot of the"
+        " database, the gateway's CA and certificates (pki/), the configuration file and a manifest"
+        " with the checksum of each. Works while the gateway runs; the archive appears only once"
+        " it is complete.",
+    )
+    save.add_argument("file", type=Path, help="the archive to write, e.g. gateway-backup.tar.gz")
+    save.add_argument("--config", type=Path, help=config_help)
+    load_back = commands.add_parser(
+        "restore",
+        help="replace the state directory with a backup (the gateway must be stopped)",
+        description="The gateway must be stopped: restore refuses while anything has the database"
+        " open. It checks the whole archive first (checksums, database integrity, schema version)"
+        " and refuses it, changing nothing, if anything is wrong. Then the state directory"
+        " (gateway.state_dir of the active config) becomes the backup's. The active config is not"
+        " changed: ports and paths stay yours; the backup's config file is left as"
+        f" <state_dir>/{backup.CONFIG_FROM_BACKUP} to compare.",
+    )
+    load_back.add_argument("file", type=Path, help="an archive written by `enapter-gateway backup`")
+    load_back.add_argument(
+        "--force",
+        action="store_true",
+        help="if the state directory is not empty, move it aside to <state_dir>.before-restore-<time>"
+        " (it is never deleted) instead of refusing",
+    )
+    load_back.add_argument("--config", type=Path, help=config_help)
 
 
 def _token_roles() -> list[str]:
@@ -141,6 +183,50 @@ def _token_command(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_command(config: Config, config_path: Path, args: argparse.Namespace) -> int:
+    state_dir = config.gateway.state_dir
+    now = datetime.now(UTC)
+    try:
+        if args.command == "backup":
+            saved = backup.create_backup(state_dir, config_path, args.file, now=now)
+            manifest = saved.manifest
+            print(
+                f"Backed up {manifest.devices} device(s) of site {manifest.site_id} (schema version"
+                f" {manifest.schema_version}) to {saved.path}: {saved.size / 1024 / 1024:.1f} MiB."
+            )
+            return 0
+        restored = backup.restore_backup(args.file, state_dir, force=args.force, now=now)
+    except backup.ArchiveError as error:
+        print(f"{args.command} refused: {error}", file=sys.stderr)
+        return EX_DATAERR
+    except backup.BackupError as error:
+        print(f"{args.command} refused: {error}", file=sys.stderr)
+        return EX_TEMPFAIL
+    manifest = restored.manifest
+    print(
+        f"Restored {manifest.devices} device(s) of site {manifest.site_id} into {restored.state_dir},"
+        f" from a backup made {manifest.created_at} by enapter-gateway {manifest.gateway_version}."
+    )
+    if restored.moved_aside is not None:
+        print(f"The previous state directory is now {restored.moved_aside}.")
+    if restored.config_from_backup is not None:
+        print(
+            f"The backup's config file is {restored.config_from_backup}; {config_path} is unchanged"
+            " and applies."
+        )
+    return 0
+
+
+def _status_command(config: Config, args: argparse.Namespace) -> int:
+    try:
+        document = asyncio.run(control.read_status(control.socket_path(config.gateway.state_dir)))
+    except control.DaemonUnreachableError as error:
+        print(error, file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(json.dumps(document, indent=2) if args.json else control.render_status(document))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `enapter-gateway` console script."""
     args = _parser().parse_args(argv)
@@ -155,13 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EX_CONFIG
         print(f"{args.path}: ok")
         return 0
+    config_path = _config_path(args.config)
     try:
-        config = load(_config_path(args.config))
+        config = load(config_path)
     except ConfigError as error:
         _print_problems(error)
         return EX_CONFIG
     if args.command == "token":
         return _token_command(config, args)
+    if args.command == "status":
+        return _status_command(config, args)
+    if args.command in ("backup", "restore"):
+        return _backup_command(config, config_path, args)
     _configure_logging(args.verbose)
     try:
         asyncio.run(runtime.run(config))

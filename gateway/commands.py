@@ -81,6 +81,8 @@ class Commands:
         self._deadlines: dict[str, tuple[str, float]] = {}
         # Executions a caller waits for -> what has arrived for them.
         self._watchers: dict[str, _Watcher] = {}
+        # Executions this daemon saw end, by final state (for /metrics).
+        self.outcomes: collections.Counter[ExecutionState] = collections.Counter()
 
     async def start(
         self,
@@ -196,6 +198,7 @@ class Commands:
         final = message.state.execution_state.terminal
         if final:
             del self._deadlines[message.execution_id]
+            self.outcomes[message.state.execution_state] += 1
         watcher = self._watchers.get(message.execution_id)
         if watcher is not None:
             if final:
@@ -233,6 +236,7 @@ class Commands:
         ended = await self._store.time_out_executions(execution_ids)
         for execution_id in execution_ids:
             self._deadlines.pop(execution_id, None)
+        self.outcomes[ExecutionState.TIMEOUT] += ended
         if ended:
             LOG.info("%d command execution(s) timed out after %.1f s", ended, self.timeout)
 
@@ -241,3 +245,4 @@ class Commands:
             state=CommandResponseState.ERROR, payload={"message": message}, received_at=self._clock()
         )
         await self._store.advance_execution(execution, ExecutionState.ERROR, response)
+        self.outcomes[ExecutionState.ERROR] += 1

@@ -1,7 +1,7 @@
 """The composition root: builds every component once, runs them in one TaskGroup, stops them in order.
 
 Start: store -> site -> CA and MQTTS files -> managed broker (or the external one's address) -> ingest
--> API -> READY=1.
+-> API -> READY=1; mDNS and the watchdog pings run beside them.
 Stop (SIGTERM/SIGINT): API stops accepting, ingest stops, the broker child is terminated, and the
 store drains its queue into a last transaction before both connections close. A component that
 crashes ends the TaskGroup, and the daemon exits non-zero so systemd restarts it.
@@ -23,7 +23,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.api.app import serve
 from gateway.api.dto import TimeSync
-from gateway.api.services import DeviceEndpoint, Services
+from gateway.api.services import DeviceEndpoint, Services, no_mdns
 from gateway.blueprints.catalog import ManifestCatalog
 from gateway.commands import Commands
 from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
@@ -171,6 +171,11 @@ async def run(config: Config) -> None:
             issuer = None
             if broker is not None and authority is not None:
                 issuer = CertificateIssuer(authority=authority, reload=broker.reload)
+            advertiser = (
+                MdnsAdvertiser(config.mdns, await advertisement(config, store, mqtts=issuer is not None))
+                if config.mdns.enabled
+                else None
+            )
             services = Services(
                 store=store,
                 presence=presence,
@@ -178,14 +183,10 @@ async def run(config: Config) -> None:
                 commands=commands,
                 accounts=DeviceAccounts(store, BrokerAdmin(endpoint), issuer),
                 device_endpoint=device_endpoint(config, mqtts=issuer is not None),
-                broker_restarts=lambda: 0 if broker is None else broker.restarts,
+                broker=broker,
                 live=live,
                 manifests=manifests,
-            )
-            advertiser = (
-                MdnsAdvertiser(config.mdns, await advertisement(config, store, mqtts=issuer is not None))
-                if config.mdns.enabled
-                else None
+                mdns=no_mdns if advertiser is None else advertiser.status,
             )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:
@@ -215,7 +216,7 @@ async def run(config: Config) -> None:
 
 
 async def _serve_until_stopped(services: Services, config: Config, stop: asyncio.Event) -> None:
-    async with serve(services, config.api):
+    async with serve(services, config.api, state_dir=config.gateway.state_dir):
         notify("READY=1")
         LOG.info("gateway ready")
         await stop.wait()

@@ -14,10 +14,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
-from gateway.api import assets_v1, commands_v1, metrics
+from gateway.api import assets_v1, commands_v1, control, health, metrics
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
@@ -126,14 +127,20 @@ def endpoints() -> list[Endpoint]:
             Endpoint("POST", root + "/telemetry/v1/timeseries", telemetry.query_timeseries, Role.READONLY),
             Endpoint("GET", root + "/blueprints/v1/download", blueprints.download_v1, Role.READONLY),
         ]
+    # Monitoring: no token (nothing secret; errors and logs are on the control socket only).
+    table.append(Endpoint("GET", "/api/health", health.health, None))
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
     return table
 
 
 def create_app(services: Services, api: ApiConfig) -> web.Application:
     """The application serving `endpoints()` with auth, rate limits and the error envelope."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=1024**2)
+    # Requests are counted outermost, with the status the client finally gets.
+    app = web.Application(
+        middlewares=[metrics.count_requests, error_middleware, auth_middleware], client_max_size=1024**2
+    )
     app[SERVICES] = services
+    metrics.install(app, services)
     access = Access(api.rate_limit)
     for endpoint in endpoints():
         route = app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
@@ -150,8 +157,11 @@ def create_app(services: Services, api: ApiConfig) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve(services: Services, api: ApiConfig) -> AsyncIterator[None]:
-    """Serve the API until the context exits; then stop accepting and finish in-flight requests."""
+async def serve(services: Services, api: ApiConfig, state_dir: Path | None = None) -> AsyncIterator[None]:
+    """Serve the API until the context exits; then stop accepting and finish in-flight requests.
+
+    With `state_dir`, also the control socket there (`gateway.api.control`, for `status`).
+    """
     runner = web.AppRunner(create_app(services, api), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -159,6 +169,11 @@ async def serve(services: Services, api: ApiConfig) -> AsyncIterator[None]:
         await site.start()
         bound = runner.addresses[0]
         LOG.info("API listening on http://%s:%s/api", bound[0], bound[1])
-        yield
+        async with contextlib.AsyncExitStack() as stack:
+            if state_dir is not None:
+                await stack.enter_async_context(
+                    control.serve_control(services, control.socket_path(state_dir))
+                )
+            yield
     finally:
         await runner.cleanup()

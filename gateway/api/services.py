@@ -6,7 +6,7 @@ Built once in `gateway.runtime` and attached to the aiohttp application.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -16,8 +16,9 @@ from gateway.blueprints.catalog import ManifestCatalog
 from gateway.blueprints.conformance import readable
 from gateway.commands import Commands
 from gateway.live import LiveFeed
-from gateway.model import Connectivity, Device, DeviceType, Role
+from gateway.model import Connectivity, Device, DeviceType, JsonValue, Role
 from gateway.mqtt.accounts import DeviceAccounts
+from gateway.mqtt.broker import ManagedBroker
 from gateway.mqtt.ingest import Ingest
 from gateway.presence import Presence
 from gateway.store.store import Store
@@ -34,18 +35,29 @@ class DeviceEndpoint:
     time_sync: TimeSync
 
 
+def no_mdns() -> Mapping[str, JsonValue]:
+    """The `mdns` part of `enapter-gateway status` when nothing is advertised."""
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
+    """Everything a handler may use (`broker` is None with an external broker)."""
+
     store: Store
     presence: Presence
     ingest: Ingest
     commands: Commands
     accounts: DeviceAccounts
     device_endpoint: DeviceEndpoint
-    broker_restarts: Callable[[], int]
+    broker: ManagedBroker | None
     live: LiveFeed
     manifests: ManifestCatalog
     clock: Callable[[], float] = field(default=time.time)
+    # What mDNS advertises (e.g. the name, whether an alias is in use), for `status`.
+    mdns: Callable[[], Mapping[str, JsonValue]] = field(default=no_mdns)
+    # time.monotonic() when the daemon was put together, for its uptime.
+    started: float = field(default_factory=time.monotonic)
 
     async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
         """Each device with its manifest, properties (those `role` may read), connectivity and

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
-from typing import TypedDict, cast
+from typing import cast
 
 import ifaddr
 from zeroconf import IPVersion
@@ -30,6 +30,7 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 from gateway.config import MdnsConfig
 from gateway.mdns.interfaces import InterfaceAddress, alias, answer_address, choose
 from gateway.mdns.wire import MDNS_PORT, address_answer, parse_address_query
+from gateway.model import JsonValue
 
 LOG = logging.getLogger("gateway.mdns")
 
@@ -56,16 +57,6 @@ class Advertisement:
     api_path: str
     mqtt_port: int | None  # None: no broker of ours to announce (external mode)
     mqtts_port: int | None
-
-
-class MdnsStatus(TypedDict):
-    """The advertisement as `enapter-gateway status` shows it."""
-
-    hostname: str
-    advertised_as: str | None
-    alias_in_use: bool
-    addresses: list[str]
-    services: list[str]
 
 
 def system_addresses() -> list[InterfaceAddress]:
@@ -173,17 +164,17 @@ class MdnsAdvertiser:
         self._poll_s = poll_s
         self._running: _Running | None = None
 
-    def status(self) -> MdnsStatus:
-        """The name and addresses on the air right now."""
+    def status(self) -> dict[str, JsonValue]:
+        """The name and addresses on the air right now (for `enapter-gateway status`)."""
         running = self._running
         name = None if running is None else running.name
-        return MdnsStatus(
-            hostname=f"{self._config.hostname}.local",
-            advertised_as=None if name is None else f"{name}.local",
-            alias_in_use=name is not None and name != self._config.hostname,
-            addresses=[] if running is None else [str(entry.address) for entry in running.chosen],
-            services=[] if running is None else [info.name for info in running.services],
-        )
+        return {
+            "hostname": f"{self._config.hostname}.local",
+            "advertised_as": None if name is None else f"{name}.local",
+            "alias_in_use": name is not None and name != self._config.hostname,
+            "addresses": [] if running is None else [str(entry.address) for entry in running.chosen],
+            "services": [] if running is None else [info.name for info in running.services],
+        }
 
     async def run(self) -> None:
         """Advertise until cancelled, following address changes; goodbyes on the way out."""

@@ -183,6 +183,16 @@ class ManagedBroker:
         self._stderr_task: asyncio.Task[None] | None = None
         self.restarts = 0
         self.running = asyncio.Event()
+        # Why the child is down, while it is (for health checks and `status`).
+        self.down_reason = ""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs, else None."""
+        process = self._process
+        if process is None or process.returncode is not None or not self.running.is_set():
+            return None
+        return process.pid
 
     @property
     def endpoint(self) -> BrokerEndpoint:
@@ -217,22 +227,29 @@ class ManagedBroker:
     async def supervise(self) -> None:
         """Wait for the child to die and start it again, with capped, jittered backoff."""
         backoff = BACKOFF_FIRST_S
+        loop = asyncio.get_running_loop()
         while True:
-            assert self._process is not None
-            started = asyncio.get_running_loop().time()
-            code = await self._process.wait()
-            self.running.clear()
-            ran_for = asyncio.get_running_loop().time() - started
-            if ran_for > HEALTHY_RUN_S:
-                backoff = BACKOFF_FIRST_S
-            delay = random.uniform(backoff / 2, backoff)
-            LOG.error("mosquitto exited with status %s; restarting in %.1f s", code, delay)
-            self._on_restart()
+            process = self._process
+            if process is None:
+                # The previous restart failed, and `_start` cleaned up after it: try again.
+                delay = random.uniform(backoff / 2, backoff)
+                LOG.warning("starting mosquitto again in %.1f s", delay)
+            else:
+                started = loop.time()
+                code = await process.wait()
+                self.running.clear()
+                self.down_reason = f"it exited with status {code}"
+                if loop.time() - started > HEALTHY_RUN_S:
+                    backoff = BACKOFF_FIRST_S
+                delay = random.uniform(backoff / 2, backoff)
+                LOG.error("mosquitto exited with status %s; restarting in %.1f s", code, delay)
+                self._on_restart()
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, BACKOFF_CAP_S)
             try:
                 await self._start()
             except BrokerUnavailableError as exc:
+                self.down_reason = f"a restart failed: {exc}"
                 LOG.error("mosquitto restart failed: %s", exc)
                 continue
             self.restarts += 1
@@ -268,6 +285,7 @@ class ManagedBroker:
             await self._stop()
             details = "; ".join(recent[-5:])
             raise BrokerUnavailableError(f"{exc}: {details}" if details else str(exc)) from None
+        self.down_reason = ""
         self.running.set()
         LOG.info("mosquitto %s started (pid %s)", self._files.config, process.pid)
 

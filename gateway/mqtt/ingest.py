@@ -63,6 +63,13 @@ class Ingest:
         self.dropped: collections.Counter[str] = collections.Counter()
         # Values kept although their manifest does not declare or allow them, by section.
         self.flagged: collections.Counter[str] = collections.Counter()
+        # Why the latest connection attempt or connection failed ("" before any failure).
+        self.last_error = ""
+
+    @property
+    def connected(self) -> bool:
+        """True while ingest holds a subscribed connection to the broker."""
+        return self._client is not None
 
     def register(self, devices: Iterable[Device]) -> None:
         """Devices whose messages are accepted (their channel -> device id)."""
@@ -89,6 +96,7 @@ class Ingest:
                     finally:
                         self._client = None
             except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
                 delay = random.uniform(backoff / 2, backoff)
                 LOG.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

@@ -16,10 +16,12 @@ explicit `BEGIN IMMEDIATE ... COMMIT`. The schema lives in `gateway.store.schema
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -88,6 +90,10 @@ _TELEMETRY_TIME_COLUMNS: Final = {
     "telemetry_1h": "bucket",
 }
 _EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
+
+BATCH_SECONDS_BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds of the batch duration histogram (`StoreStats.batch_seconds_buckets`): a batch takes
+milliseconds on a PC and up to seconds on a slow SD card."""
 
 
 class ConflictError(Exception):
@@ -167,6 +173,11 @@ class StoreStats:
     dropped_write_failed: int = 0
     # For a device id that does not exist (any more) when the batch is written.
     skipped_unknown_device: int = 0
+    # How long each batch's transaction took, committed or failed, lock wait included: the
+    # total, and (upper bound, batches that took at most that long) for each of
+    # BATCH_SECONDS_BOUNDS and then infinity (the count of all timed batches).
+    batch_seconds_sum: float = 0.0
+    batch_seconds_buckets: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -178,6 +189,23 @@ class _Counters:
     failed_batches: int = 0
     dropped_write_failed: int = 0
     skipped_unknown_device: int = 0
+    batch_seconds_sum: float = 0.0
+    # Batches per duration bucket (not cumulative); the last one is past every bound.
+    batch_seconds_counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SECONDS_BOUNDS) + 1))
+
+    def time_batch(self, seconds: float) -> None:
+        """Count one batch that took `seconds`."""
+        self.batch_seconds_sum += seconds
+        self.batch_seconds_counts[bisect.bisect_left(BATCH_SECONDS_BOUNDS, seconds)] += 1
+
+    def cumulative_buckets(self) -> tuple[tuple[float, int], ...]:
+        """(upper bound, batches at most that long), the last bound infinite."""
+        total = 0
+        buckets: list[tuple[float, int]] = []
+        for bound, count in zip((*BATCH_SECONDS_BOUNDS, math.inf), self.batch_seconds_counts, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return tuple(buckets)
 
 
 def _dump(value: JsonValue | Mapping[str, JsonValue]) -> str:
@@ -421,8 +449,10 @@ class Store:
         queue_size: int,
         max_batch: int,
         clock: Callable[[], float],
+        path: Path | None = None,
     ) -> None:
         """Wrap two open, migrated connections. Use `Store.open`, which owns their lifetime."""
+        self._path = path
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -436,6 +466,7 @@ class Store:
         self._counters = _Counters()
         self._closing = False
         self._failing = False
+        self._last_failure = ""
         self._task: asyncio.Task[None] | None = None
         # (device_id, attribute) -> (series id, kind), as committed; filled as batches need it.
         self._series: _SeriesIds = {}
@@ -489,7 +520,7 @@ class Store:
                     ),
                 )
                 stack.push_async_callback(reader.close)
-            store = cls(writer, reader, queue_size=queue_size, max_batch=max_batch, clock=clock)
+            store = cls(writer, reader, queue_size=queue_size, max_batch=max_batch, clock=clock, path=path)
             stack.push_async_callback(_optimize, writer)
             body_error: Exception | None = None
             async with asyncio.TaskGroup() as tasks:
@@ -558,7 +589,32 @@ class Store:
             failed_batches=c.failed_batches,
             dropped_write_failed=c.dropped_write_failed,
             skipped_unknown_device=c.skipped_unknown_device,
+            batch_seconds_sum=c.batch_seconds_sum,
+            batch_seconds_buckets=c.cumulative_buckets(),
         )
+
+    def writer_problem(self) -> str | None:
+        """Why the writer cannot store ingested messages right now, or None if it can: it has
+        stopped, or its latest batch failed (a full or broken disk fails every batch)."""
+        if self._task is None or self._task.done():
+            return "the store writer is not running"
+        if self._failing:
+            return f"the latest batch failed: {self._last_failure}"
+        return None
+
+    async def ping(self) -> None:
+        """A trivial read on the reader connection (health checks put a deadline on it)."""
+        await self._fetch("SELECT 1")
+
+    def file_size(self) -> int:
+        """Bytes the database takes on disk: the file and its write-ahead log (0 if unknown)."""
+        if self._path is None:
+            return 0
+        size = 0
+        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
+            with contextlib.suppress(FileNotFoundError):
+                size += path.stat().st_size
+        return size
 
     async def _write_loop(self) -> None:
         """Wait for an item, take what else is queued (up to max_batch), commit it; repeat."""
@@ -601,6 +657,7 @@ class Store:
         accepted = sum(rows.items_per_device.values())
         if not accepted:
             return
+        started = time.monotonic()
         try:
             async with self._transaction(durable=False) as db:
                 skipped = rows.keep_only(await self._existing_devices(db, rows.items_per_device))
@@ -608,6 +665,8 @@ class Store:
             # Only now: a rolled-back batch must not leave ids of series that do not exist.
             self._series.update(changed_series)
         except sqlite3.Error as exc:
+            self._counters.time_batch(time.monotonic() - started)
+            self._last_failure = str(exc)
             self._counters.failed_batches += 1
             self._counters.dropped_write_failed += accepted
             # Log the first failure of a streak only: a full disk fails every batch, and the
@@ -616,6 +675,7 @@ class Store:
                 logger.error("store batch of %d items failed and was dropped: %s", accepted, exc)
             self._failing = True
             return
+        self._counters.time_batch(time.monotonic() - started)
         if self._failing:
             logger.warning("store batches are committing again")
             self._failing = False

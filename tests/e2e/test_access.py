@@ -88,6 +88,7 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("POST", "/telemetry/v1/timeseries"): READ,
     ("GET", "/api/blueprints/v1/download"): READ,
     ("GET", "/blueprints/v1/download"): READ,
+    ("GET", "/api/health"): None,
     ("GET", "/metrics"): None,
 }
 ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)

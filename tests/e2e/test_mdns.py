@@ -177,6 +177,9 @@ def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Pat
                 log = gateway.log()
                 assert f"enapter-gateway.local is already taken by {netns.CLIENT_ADDRESS}" in log
                 assert f"advertising {alias} instead" in log
+                status = json.loads(gateway.cli("status", "--json", check=True).stdout)
+                assert status["mdns"]["advertised_as"] == alias
+                assert status["mdns"]["alias_in_use"] is True
                 # The gateway no longer answers for the name it gave up. (The rival, plain
                 # python-zeroconf, answers in a form this dnspython drops, so nothing resolves.)
                 held = client_side(net, "resolve", HOSTNAME, "6")
