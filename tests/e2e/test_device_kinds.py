@@ -12,10 +12,11 @@ import enapter
 import httpx
 import pytest
 from enapter.http.api.devices import DeviceType, MQTTProtocol
+from enapter.http.api.devices.time_sync_protocol import TimeSyncProtocol
 from enapter.http.api.sites import Location
 
 from tests.blueprint_files import write_blueprint
-from tests.gateway_process import GatewayProcess, eventually
+from tests.gateway_process import GatewayProcess, eventually, running_gateway
 
 LUA_MANIFEST = """\
 blueprint_spec: device/3.0
@@ -222,3 +223,24 @@ async def test_vucm_lua_device_and_ucm(gateway: GatewayProcess, installer_token:
             remaining = {device.id async for device in listed}
         assert vucm.id not in remaining
         assert lua.id not in remaining
+
+
+async def test_generated_configs_name_the_configured_time_source(tmp_path: Path) -> None:
+    time_source = {"protocol": "http", "host": "time.plant.lan", "port": 8123}
+    with running_gateway(tmp_path, {"time_sync": time_source}) as gateway:
+        async with client(gateway, gateway.create_token("INSTALLER")) as api:
+            device = await api.devices.create_standalone(name="Clocked")
+            config = await api.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
+    assert config.time_sync_protocol is TimeSyncProtocol.HTTP
+    assert (config.time_sync_host, config.time_sync_port) == ("time.plant.lan", 8123)
+
+
+async def test_the_default_time_source_is_ntp_on_the_gateway(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    async with client(gateway, installer_token) as api:
+        device = await api.devices.create_standalone(name="Clocked")
+        config = await api.devices.generate_communication_config(device.id, MQTTProtocol.MQTT)
+    assert config.time_sync_protocol is TimeSyncProtocol.NTP
+    # The host devices are sent to for the broker (the test config's mqtt.advertised_host).
+    assert (config.time_sync_host, config.time_sync_port) == (config.mqtt_host, 123)
