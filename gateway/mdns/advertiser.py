@@ -39,6 +39,7 @@ ADDRESS_POLL_S = 5.0
 # How long to listen for another host answering for our name before taking it (RFC 6762 §8.1
 # probes for 750 ms).
 NAME_PROBE_MS = 1500
+RETRY_CAP_S = 300.0
 STOP_DEADLINE_S = 3.0
 HTTP_SERVICE = "_enapter-gw-http._tcp.local."
 MQTT_SERVICE = "_mqtt._tcp.local."
@@ -177,31 +178,42 @@ class MdnsAdvertiser:
         }
 
     async def run(self) -> None:
-        """Advertise until cancelled, following address changes; goodbyes on the way out."""
+        """Advertise until cancelled, following address changes; goodbyes on the way out.
+
+        A failed attempt (e.g. UDP 5353 held by a program that does not share it) is retried with
+        a doubling delay up to RETRY_CAP_S, and logged as an ERROR once per different cause.
+        """
         advertised: tuple[InterfaceAddress, ...] | None = None
+        failures = 0
+        last_error = ""
         try:
             while True:
                 chosen = choose(self._list_addresses(), self._config.interfaces)
+                delay = self._poll_s
                 if chosen != advertised:
-                    advertised = await self._readvertise(chosen)
-                await asyncio.sleep(self._poll_s)
+                    try:
+                        advertised = await self._readvertise(chosen)
+                        failures, last_error = 0, ""
+                    except OSError as exc:
+                        await self._withdraw()
+                        advertised = None
+                        failures += 1
+                        delay = min(self._poll_s * 2**failures, RETRY_CAP_S)
+                        level = logging.DEBUG if str(exc) == last_error else logging.ERROR
+                        LOG.log(level, "mDNS: cannot advertise (%s); trying again in %.0f s", exc, delay)
+                        last_error = str(exc)
+                await asyncio.sleep(delay)
         finally:
             await self._withdraw()
 
-    async def _readvertise(self, chosen: tuple[InterfaceAddress, ...]) -> tuple[InterfaceAddress, ...] | None:
-        """Withdraw what is on the air and advertise `chosen`; returns what now stands (None: the
-        attempt failed, try again at the next poll)."""
+    async def _readvertise(self, chosen: tuple[InterfaceAddress, ...]) -> tuple[InterfaceAddress, ...]:
+        """Withdraw what is on the air and advertise `chosen`; returns what now stands."""
         await self._withdraw()
         if not any(entry.address.version == 4 for entry in chosen):
             where = ", ".join(self._config.interfaces) or "any LAN interface"
             LOG.warning("mDNS: no IPv4 address on %s; waiting for one", where)
-            return chosen
-        try:
+        else:
             await self._advertise(chosen)
-        except OSError as exc:
-            LOG.error("mDNS: cannot advertise (%s); trying again in %.0f s", exc, self._poll_s)
-            await self._withdraw()
-            return None
         return chosen
 
     async def _withdraw(self) -> None:

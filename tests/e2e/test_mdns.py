@@ -259,6 +259,47 @@ def test_records_follow_address_changes_and_goodbyes_withdraw_them(tmp_path: Pat
     assert "mDNS: enapter-gateway.local withdrawn" in gateway.log()
 
 
+BLOCK_5353 = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR: nobody may share the port
+s.bind(("0.0.0.0", 5353))
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_mdns_trouble_is_logged_and_retried_while_the_gateway_serves(tmp_path: Path) -> None:
+    with netns.lan("b") as net:
+        blocker = subprocess.Popen(
+            net.on_gateway([sys.executable, "-c", BLOCK_5353]), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            assert blocker.stdout is not None
+            assert blocker.stdout.readline().strip() == b"holding"
+            with running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway:
+                deadline = time.monotonic() + ADVERTISED_WITHIN_S
+                while "mDNS: cannot advertise" not in gateway.log() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert "mDNS: cannot advertise" in gateway.log()
+                token = gateway.create_token("READONLY")
+                site = client_side(net, "request", "GET", api_url(gateway, "/v3/site"), token)
+                assert site["status"] == 200  # the API serves all the same
+                for pipe in (blocker.stdin, blocker.stdout):
+                    if pipe is not None:
+                        pipe.close()  # frees the port
+                blocker.wait(10)
+                # The first retry comes 10 s after the failure.
+                resolved = client_side(net, "resolve", HOSTNAME, "30")
+                assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
+        finally:
+            if blocker.poll() is None:
+                blocker.kill()
+                blocker.wait()
+            for pipe in (blocker.stdin, blocker.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
