@@ -73,6 +73,56 @@ class BrokerFiles:
     def socket(self) -> Path:
         return self.directory / "admin.sock"
 
+    @property
+    def pid(self) -> Path:
+        """The running child's pid, written by the daemon (Mosquitto writes one only as a daemon)."""
+        return self.directory / "mosquitto.pid"
+
+
+def is_our_broker(cmdline: bytes, config: Path) -> bool:
+    """Whether a process's /proc/<pid>/cmdline is a broker started on `config` (pure): that file
+    is in the gateway's own state directory, so nothing else runs with it."""
+    argv = cmdline.rstrip(b"\0").split(b"\0")
+    return b"-c" in argv[1:] and os.fsencode(config) in argv[1:]
+
+
+def _orphan_pid(files: BrokerFiles) -> int | None:
+    """The pid in the pid file, if that process is still a broker on our config."""
+    try:
+        pid = int(files.pid.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if is_our_broker(cmdline, files.config) else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def stop_orphan(files: BrokerFiles) -> None:
+    """Stop a Mosquitto that an earlier run of the daemon left behind on these files.
+
+    The child dies with the daemon (parent-death signal), but where that could not be set, or a
+    SIGKILL raced it, the orphan would hold the ports and the new broker could not start.
+    """
+    pid = _orphan_pid(files)
+    if pid is None:
+        return
+    LOG.warning("stopping mosquitto (pid %s) left running by an earlier run of the gateway", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(int(STOP_DEADLINE_S / 0.1)):
+            await asyncio.sleep(0.1)
+            if not _alive(pid):
+                return
+        os.kill(pid, signal.SIGKILL)
+
 
 def find_mosquitto(configured: str) -> str:
     """The mosquitto executable, or BrokerUnavailableError saying how to install it."""
@@ -207,6 +257,10 @@ class ManagedBroker:
 
     async def __aenter__(self) -> ManagedBroker:
         self._executable = find_mosquitto(self._mqtt.mosquitto)
+        # setpriv (util-linux, in every Debian) gives the child a parent-death signal: a SIGKILLed
+        # daemon takes its broker with it instead of leaving it holding the ports.
+        setpriv = shutil.which("setpriv")
+        self._die_with_us: tuple[str, ...] = (setpriv, "--pdeathsig", "TERM", "--") if setpriv else ()
         self._plugin = find_dynsec_plugin(self._mqtt.dynsec_plugin)
         if len(str(self._files.socket)) > MAX_SOCKET_PATH:
             raise BrokerUnavailableError(
@@ -264,7 +318,9 @@ class ManagedBroker:
         )
         with contextlib.suppress(FileNotFoundError):
             self._files.socket.unlink()
+        await stop_orphan(self._files)
         process = await asyncio.create_subprocess_exec(
+            *self._die_with_us,
             self._executable,
             "-c",
             str(self._files.config),
@@ -275,6 +331,7 @@ class ManagedBroker:
             start_new_session=True,  # a Ctrl-C in the terminal goes to the daemon, which stops it
         )
         self._process = process
+        _write_private(self._files.pid, f"{process.pid}\n")
         recent: list[str] = []
         self._stderr_task = asyncio.create_task(
             _forward_stderr(process, recent, self._reloaded), name="mosquitto-stderr"

@@ -6,12 +6,14 @@ import base64
 import json
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import enapter
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
-from tests.gateway_process import GatewayProcess, eventually
+from tests.gateway_process import GatewayProcess, eventually, write_config
 from tests.peers.process import start_peer, stop_peer
 
 # The SDK retries a lost connection every 5 s; the supervisor restarts within its first backoff.
@@ -61,3 +63,62 @@ async def test_killed_broker_is_restarted_and_devices_reconnect(
         finally:
             stop_peer(peer)
     assert "mosquitto exited" in gateway.log()
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _wait_gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_sigkilled_daemon_takes_its_broker_along_and_starts_again(tmp_path: Path) -> None:
+    config, api_port, mqtt_port = write_config(tmp_path)
+    gateway = GatewayProcess(tmp_path, config, api_port, mqtt_port)
+    gateway.start()
+    mosquitto = broker_pid(gateway)
+    try:
+        assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
+        # The parent-death signal: no orphan holding the ports.
+        assert _wait_gone(mosquitto, 5.0), "mosquitto outlived the daemon"
+        gateway.start()
+        assert broker_pid(gateway) != mosquitto
+    finally:
+        gateway.stop()
+        if _running(mosquitto):
+            os.kill(mosquitto, signal.SIGKILL)
+
+
+def test_an_orphaned_broker_from_an_earlier_run_is_stopped_at_start(tmp_path: Path) -> None:
+    config, api_port, mqtt_port = write_config(tmp_path)
+    gateway = GatewayProcess(tmp_path, config, api_port, mqtt_port)
+    gateway.start()
+    gateway.stop()
+    # An orphan as a crash could leave one (not our child: started through a shell that exits),
+    # on the gateway's own broker config and ports, its pid in the pid file.
+    broker_dir = gateway.state_dir / "broker"
+    spawn = f"mosquitto -c {broker_dir / 'mosquitto.conf'} >/dev/null 2>&1 & echo $!"
+    orphan = int(subprocess.run(["sh", "-c", spawn], capture_output=True, text=True, check=True).stdout)
+    try:
+        (broker_dir / "mosquitto.pid").write_text(f"{orphan}\n")
+        deadline = time.monotonic() + 10
+        while not (broker_dir / "admin.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # listening: it holds the MQTT port now
+        gateway.start()
+        assert _wait_gone(orphan, 1.0)
+        assert "left running by an earlier run of the gateway" in gateway.log()
+        assert broker_pid(gateway) != orphan
+    finally:
+        gateway.stop()
+        if _running(orphan):
+            os.kill(orphan, signal.SIGKILL)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from gateway.config import default_config
-from gateway.mqtt.broker import BrokerFiles, TlsFiles, render_config
+from gateway.mqtt.broker import BrokerFiles, TlsFiles, is_our_broker, render_config
 
 FILES = BrokerFiles(Path("/state/broker"))
 TLS = TlsFiles(
@@ -60,3 +60,12 @@ def test_no_tls_listener_without_a_port_or_an_authority() -> None:
     ):
         assert len(listeners(text)) == 2
         assert "cafile" not in text
+
+
+def test_an_orphan_is_recognised_by_our_config_path() -> None:
+    config = Path("/var/lib/enapter-gateway/broker/mosquitto.conf")
+    ours = b"/usr/sbin/mosquitto\0-c\0/var/lib/enapter-gateway/broker/mosquitto.conf\0"
+    assert is_our_broker(ours, config)
+    assert not is_our_broker(b"/usr/sbin/mosquitto\0-c\0/etc/mosquitto/mosquitto.conf\0", config)
+    assert not is_our_broker(b"/usr/bin/vim\0/var/lib/enapter-gateway/broker/mosquitto.conf\0", config)
+    assert not is_our_broker(b"", config)
