@@ -10,6 +10,7 @@ python-zeroconf's service browser; then an SDK standalone device whose config na
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -53,7 +54,7 @@ def client_side(net: netns.Lan, *args: str, timeout: float = 60.0) -> Any:
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=_env(),
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -154,45 +155,54 @@ def test_sdk_device_with_the_gateway_name_as_broker_reports_telemetry(
     assert f"'{HOSTNAME}' resolved using mDNS: '{netns.GATEWAY_ADDRESS}'" in log, log
 
 
+def release(process: subprocess.Popen[bytes]) -> None:
+    """Close a held process's pipes (it ends when its stdin closes) and wait for it to end."""
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None and not pipe.closed:
+            pipe.close()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def held(argv: list[str], first_line: bytes | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process that runs until its stdin closes (tests.peers.lan_host rival/watch, the 5353
+    blocker), after its `first_line` if given; released on exit."""
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env=_env())
+    try:
+        if first_line is not None:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == first_line
+        yield process
+    finally:
+        release(process)
+
+
 def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Path) -> None:
-    with netns.lan("a") as net:
-        rival = subprocess.Popen(
-            net.on_client(
-                [sys.executable, "-m", "tests.peers.lan_host", "rival", HOSTNAME, netns.CLIENT_ADDRESS]
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        try:
-            assert rival.stdout is not None
-            assert rival.stdout.readline().strip() == b"ready"
-            with running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway:
-                token = gateway.create_token("READONLY")
-                own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
-                alias = f"enapter-gateway-{own['body']['device']['id'].replace('-', '')[:6]}.local"
-                resolved = client_side(net, "resolve", alias, str(RESOLVE_WITHIN_S))
-                assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
-                log = gateway.log()
-                assert f"enapter-gateway.local is already taken by {netns.CLIENT_ADDRESS}" in log
-                assert f"advertising {alias} instead" in log
-                status = json.loads(gateway.cli("status", "--json", check=True).stdout)
-                assert status["mdns"]["advertised_as"] == alias
-                assert status["mdns"]["alias_in_use"] is True
-                # The gateway no longer answers for the name it gave up. (The rival, plain
-                # python-zeroconf, answers in a form this dnspython drops, so nothing resolves.)
-                held = client_side(net, "resolve", HOSTNAME, "6")
-                assert held["address"] != netns.GATEWAY_ADDRESS, held
-        finally:
-            for pipe in (rival.stdin, rival.stdout):
-                if pipe is not None:
-                    pipe.close()  # the rival withdraws when its stdin closes
-            try:
-                rival.wait(10)
-            except subprocess.TimeoutExpired:
-                rival.kill()
-                rival.wait()
+    claim = [sys.executable, "-m", "tests.peers.lan_host", "rival", HOSTNAME, netns.CLIENT_ADDRESS]
+    with (
+        netns.lan("a") as net,
+        held(net.on_client(claim), b"ready"),
+        running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway,
+    ):
+        token = gateway.create_token("READONLY")
+        own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
+        alias = f"enapter-gateway-{own['body']['device']['id'].replace('-', '')[:6]}.local"
+        resolved = client_side(net, "resolve", alias, str(RESOLVE_WITHIN_S))
+        assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
+        log = gateway.log()
+        assert f"enapter-gateway.local is already taken by {netns.CLIENT_ADDRESS}" in log
+        assert f"advertising {alias} instead" in log
+        status = json.loads(gateway.cli("status", "--json", check=True).stdout)
+        assert status["mdns"]["advertised_as"] == alias
+        assert status["mdns"]["alias_in_use"] is True
+        # The gateway no longer answers for the name it gave up. (The rival, plain
+        # python-zeroconf, answers in a form this dnspython drops, so nothing resolves.)
+        held_name = client_side(net, "resolve", HOSTNAME, "6")
+        assert held_name["address"] != netns.GATEWAY_ADDRESS, held_name
 
 
 class Lines:
@@ -225,13 +235,10 @@ class Lines:
 
 def test_records_follow_address_changes_and_goodbyes_withdraw_them(tmp_path: Path) -> None:
     service = "_enapter-gw-http._tcp.local."
-    with netns.lan("w") as net:
+    watch = [sys.executable, "-m", "tests.peers.lan_host", "watch", service]
+    with netns.lan("w") as net, held(net.on_client(watch)) as watcher:
         gateway = GatewayProcess(tmp_path, *write_config(tmp_path, lan_config(0)), wrapper=net.on_gateway([]))
         gateway.start()
-        watch = [sys.executable, "-m", "tests.peers.lan_host", "watch", service]
-        watcher = subprocess.Popen(
-            net.on_client(watch), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env=_env()
-        )
         try:
             events = Lines(watcher)
             events.until(lambda e: e["addresses"] == [netns.GATEWAY_ADDRESS], ADVERTISED_WITHIN_S)
@@ -248,14 +255,6 @@ def test_records_follow_address_changes_and_goodbyes_withdraw_them(tmp_path: Pat
             events.until(lambda e: e["event"] == "removed", GOODBYE_WITHIN_S)
         finally:
             gateway.stop()
-            for pipe in (watcher.stdin, watcher.stdout):
-                if pipe is not None:
-                    pipe.close()
-            try:
-                watcher.wait(10)
-            except subprocess.TimeoutExpired:
-                watcher.kill()
-                watcher.wait()
     assert "mDNS: enapter-gateway.local withdrawn" in gateway.log()
 
 
@@ -269,35 +268,23 @@ sys.stdin.read()
 
 
 def test_mdns_trouble_is_logged_and_retried_while_the_gateway_serves(tmp_path: Path) -> None:
-    with netns.lan("b") as net:
-        blocker = subprocess.Popen(
-            net.on_gateway([sys.executable, "-c", BLOCK_5353]), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        try:
-            assert blocker.stdout is not None
-            assert blocker.stdout.readline().strip() == b"holding"
-            with running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway:
-                deadline = time.monotonic() + ADVERTISED_WITHIN_S
-                while "mDNS: cannot advertise" not in gateway.log() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                assert "mDNS: cannot advertise" in gateway.log()
-                token = gateway.create_token("READONLY")
-                site = client_side(net, "request", "GET", api_url(gateway, "/v3/site"), token)
-                assert site["status"] == 200  # the API serves all the same
-                for pipe in (blocker.stdin, blocker.stdout):
-                    if pipe is not None:
-                        pipe.close()  # frees the port
-                blocker.wait(10)
-                # The first retry comes 10 s after the failure.
-                resolved = client_side(net, "resolve", HOSTNAME, "30")
-                assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
-        finally:
-            if blocker.poll() is None:
-                blocker.kill()
-                blocker.wait()
-            for pipe in (blocker.stdin, blocker.stdout):
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
+    block = [sys.executable, "-c", BLOCK_5353]
+    with (
+        netns.lan("b") as net,
+        held(net.on_gateway(block), b"holding") as blocker,
+        running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway,
+    ):
+        deadline = time.monotonic() + ADVERTISED_WITHIN_S
+        while "mDNS: cannot advertise" not in gateway.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "mDNS: cannot advertise" in gateway.log()
+        token = gateway.create_token("READONLY")
+        site = client_side(net, "request", "GET", api_url(gateway, "/v3/site"), token)
+        assert site["status"] == 200  # the API serves all the same
+        release(blocker)  # frees the port
+        # The first retry comes 10 s after the failure.
+        resolved = client_side(net, "resolve", HOSTNAME, "30")
+        assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
 
 
 def _env() -> dict[str, str]:
