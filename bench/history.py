@@ -33,8 +33,7 @@ import httpx
 
 from gateway.api.v3.provisioning import STANDALONE_CHANNEL, standalone_hardware_id
 from gateway.model import CommunicationType, DeviceType, Telemetry
-from gateway.runtime import DATABASE_FILE
-from gateway.store.store import Ingested, Store
+from gateway.store.store import DATABASE_FILE, Ingested, Store
 from tests.gateway_process import GatewayProcess, write_config
 
 QUERY_TARGET_MS: Final = 100.0

@@ -61,11 +61,12 @@ from gateway.store.snapshot import (
     inspect_database,
     take_snapshot,
 )
+from gateway.store.store import DATABASE_FILE
 
 FORMAT: Final = "enapter-gateway-backup"
 FORMAT_VERSION: Final = 1
 MANIFEST: Final = "manifest.json"
-DATABASE: Final = "gateway.sqlite3"  # = gateway.runtime.DATABASE_FILE (not imported: no aiohttp here)
+DATABASE: Final = DATABASE_FILE  # the same name inside the archive as in the state directory
 CONFIG: Final = "config.toml"
 PKI: Final = "pki"
 CONFIG_FROM_BACKUP: Final = "config.toml.from-backup"

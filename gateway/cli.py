@@ -26,7 +26,7 @@ from gateway.api import control
 from gateway.config import Config, ConfigError, load
 from gateway.model import ApiToken, Role
 from gateway.mqtt.broker import BrokerUnavailableError
-from gateway.store.store import Store
+from gateway.store.store import DATABASE_FILE, Store
 from gateway.tokens import RANDOM_BYTES, format_token, hash_token
 
 EX_CONFIG = 78
@@ -136,7 +136,7 @@ def _print_problems(error: ConfigError) -> None:
 
 
 def _open_store(config: Config) -> contextlib.AbstractAsyncContextManager[Store]:
-    return Store.open(config.gateway.state_dir / runtime.DATABASE_FILE)
+    return Store.open(config.gateway.state_dir / DATABASE_FILE)
 
 
 async def _create_token(config: Config, role: Role, name: str) -> str:

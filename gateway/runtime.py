@@ -38,12 +38,11 @@ from gateway.mqtt.endpoint import BrokerAdmin, BrokerEndpoint
 from gateway.mqtt.ingest import Ingest
 from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
-from gateway.store.store import Store
+from gateway.store.store import DATABASE_FILE, Store
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 
 LOG = logging.getLogger("gateway")
 
-DATABASE_FILE = "gateway.sqlite3"
 RETENTION_CHECK_S = 60.0
 EPHEMERAL_EXECUTIONS_S = 86400.0
 

@@ -67,6 +67,8 @@ from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
 
 logger = logging.getLogger("gateway.store")
 
+# The database file inside gateway.state_dir (the daemon, the CLI and backup archives use this name).
+DATABASE_FILE: Final = "gateway.sqlite3"
 GATEWAY_SLUG: Final = "gateway"
 """Slug of the gateway's own device, created with the site."""
 

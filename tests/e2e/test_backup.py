@@ -21,7 +21,7 @@ from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
 from gateway.backup import CONFIG_FROM_BACKUP
 from gateway.cli import EX_DATAERR, EX_TEMPFAIL
-from gateway.runtime import DATABASE_FILE
+from gateway.store.store import DATABASE_FILE
 from tests.gateway_process import GatewayProcess, eventually, free_port, running_gateway, write_config
 from tests.peers.process import start_peer, stop_peer
 

@@ -23,7 +23,7 @@ from enapter.http.api.commands import ExecutionState, ListExecutionsOrder
 from enapter.http.api.commands.response import ResponseState
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
-from gateway.runtime import DATABASE_FILE
+from gateway.store.store import DATABASE_FILE
 from tests.gateway_process import GatewayProcess, eventually, running_gateway
 from tests.peers.process import start_peer, stop_peer
 

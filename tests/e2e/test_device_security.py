@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.cli import EX_DATAERR
-from gateway.runtime import DATABASE_FILE
+from gateway.store.store import DATABASE_FILE
 from gateway.tokens import RANDOM_BYTES, format_token
 from tests.e2e.test_ingest_faults import connect_once, device_client, properties_of, wait_until_dropped
 from tests.gateway_process import (

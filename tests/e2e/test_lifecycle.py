@@ -13,7 +13,7 @@ import aiomqtt
 import httpx
 
 from gateway.cli import EX_CONFIG, EX_UNAVAILABLE
-from gateway.runtime import DATABASE_FILE
+from gateway.store.store import DATABASE_FILE
 from tests.gateway_process import REPO, GatewayProcess, gateway_command, provision, write_config
 
 

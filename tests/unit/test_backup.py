@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import backup, runtime
+from gateway import backup
 from gateway.backup import (
     CONFIG,
     CONFIG_FROM_BACKUP,
@@ -49,7 +49,7 @@ from gateway.backup import (
 from gateway.model import CommunicationType, DeviceType, Role, Telemetry
 from gateway.mqtt.authority import Authority
 from gateway.store.schema import TARGET_VERSION
-from gateway.store.store import Ingested, Store
+from gateway.store.store import DATABASE_FILE, Ingested, Store
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 TOKEN_HASH = "ab" * 32
@@ -627,4 +627,4 @@ def test_the_archive_is_written_atomically_with_mode_0600(saved: Saved, tmp_path
 
 
 def test_the_module_names_its_members_consistently() -> None:
-    assert backup.DATABASE == runtime.DATABASE_FILE
+    assert backup.DATABASE == DATABASE_FILE
