@@ -161,16 +161,16 @@ async def status_document(services: Services, problems: RecentProblems) -> Statu
     """What `enapter-gateway status` shows, as it is now."""
     broker, ingest, store = services.broker, services.ingest, services.store
     stats = store.stats
+    running = health.check_broker(broker, ingest).problem is None
     if broker is None:
         broker_status: BrokerStatus = {
             "mode": "external",
-            "running": ingest.connected,
+            "running": running,
             "restarts": 0,
             "pid": None,
-            "detail": "" if ingest.connected else ingest.last_error,
+            "detail": "" if running else ingest.last_error,
         }
     else:
-        running = broker.running.is_set()
         broker_status = {
             "mode": "managed",
             "running": running,

@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import (
 )
 
 from gateway import __version__
+from gateway.api.health import check_broker
 from gateway.api.render import Handler
 from gateway.api.services import Services
 from gateway.model import ExecutionState
@@ -96,7 +97,7 @@ class GatewayCollector:
             "gateway_device_connects", "Device connections the broker accepted.", value=presence.connects
         )
         broker = services.broker
-        up = services.ingest.connected if broker is None else broker.running.is_set()
+        up = check_broker(broker, services.ingest).problem is None
         yield GaugeMetricFamily(
             "gateway_broker_up",
             "1 while the managed Mosquitto runs (an external one: while ingest is connected to it).",
