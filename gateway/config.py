@@ -95,6 +95,8 @@ class MqttConfig:
     tls_hostnames: tuple[str, ...]
     advertised_host: str  # written into generated device configs; "" = primary LAN IPv4
     online_window: float  # seconds since the last message that still count as ONLINE
+    device_rate_limit: int  # messages a second each device may send; 0 = unlimited
+    flood_lockout: float  # seconds a device flooding past its rate is shut out at the broker
     mosquitto: str  # binary name (looked up in PATH) or absolute path
     dynsec_plugin: str  # absolute path to mosquitto_dynamic_security.so; "" = auto-detect
     external: ExternalBrokerConfig
@@ -201,6 +203,8 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
         tls_hostnames=_hostnames(table, "tls_hostnames"),
         advertised_host=_string(table, "advertised_host", "", _optional_host),
         online_window=_seconds(table, "online_window", 90.0),
+        device_rate_limit=_count(table, "device_rate_limit", 100),
+        flood_lockout=_seconds(table, "flood_lockout", 60.0),
         # A relative path to a program or plugin means "next to the config file"; a bare program
         # name is looked up in PATH, as a shell would.
         mosquitto=_program(_string(table, "mosquitto", "mosquitto", _path_value), base_dir),

@@ -35,10 +35,12 @@ from gateway.mqtt.accounts import CertificateIssuer, DeviceAccounts
 from gateway.mqtt.authority import Authority, keep_fresh, server_names
 from gateway.mqtt.broker import BrokerFiles, ManagedBroker
 from gateway.mqtt.endpoint import BrokerAdmin, BrokerEndpoint
+from gateway.mqtt.flood import FloodGuard
 from gateway.mqtt.ingest import Ingest
+from gateway.mqtt.lockout import Lockout
 from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
-from gateway.store.store import DATABASE_FILE, Store
+from gateway.store.store import DATABASE_FILE, SetAside, Store
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 
 LOG = logging.getLogger("gateway")
@@ -119,7 +121,11 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(Store.open(state_dir / DATABASE_FILE))
+            store = await stack.enter_async_context(
+                Store.open(state_dir / DATABASE_FILE, set_aside_corrupt=True)
+            )
+            if store.set_aside is not None:
+                report_set_aside(store.set_aside)
             site = await store.ensure_site(name=config.gateway.site_name, timezone=config.gateway.timezone)
             LOG.info("site %r (%s), state in %s", site.name, site.id, state_dir)
             presence = Presence(config.mqtt.online_window)
@@ -154,7 +160,15 @@ async def run(config: Config) -> None:
                 endpoint = external_endpoint(config.mqtt.external)
                 LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
             manifests = await ManifestCatalog.load(store)
-            ingest = Ingest(endpoint, store, presence, manifests)
+            lockout = Lockout(BrokerAdmin(endpoint), config.mqtt.flood_lockout)
+            ingest = Ingest(
+                endpoint,
+                store,
+                presence,
+                manifests,
+                flood_guard=FloodGuard(rate) if (rate := config.mqtt.device_rate_limit) else None,
+                on_flood=lockout.shut_out,
+            )
             ingest.register(await all_devices(store))
             commands = Commands(
                 store,
@@ -202,6 +216,7 @@ async def run(config: Config) -> None:
                         name="certificate-renewal",
                     )
                 group.create_task(ingest.run(), name="ingest")
+                group.create_task(lockout.run(), name="flood-lockout")
                 group.create_task(commands.run(), name="command-timeouts")
                 group.create_task(retention(store, config.retention), name="retention")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
@@ -222,6 +237,19 @@ async def _serve_until_stopped(services: Services, config: Config, stop: asyncio
         notify("STOPPING=1")
         LOG.info("stopping")
     raise _StopRequested
+
+
+def report_set_aside(set_aside: SetAside) -> None:
+    """Say loudly that the gateway starts over with an empty database, and how to get data back."""
+    LOG.critical(
+        "THE DATABASE WAS UNUSABLE (%s). It was moved to %s and the gateway starts with a new,"
+        " empty one: devices, their credentials, tokens and history are not in it, so devices"
+        " cannot connect until restored. Restore a backup with `enapter-gateway restore`, or"
+        " salvage what is left with `sqlite3 %s .recover`.",
+        set_aside.problem,
+        set_aside.moved_to,
+        set_aside.moved_to,
+    )
 
 
 async def advertisement(config: Config, store: Store, *, mqtts: bool) -> Advertisement:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from typing import TypeVar
 import enapter
 import httpx
 from enapter.http.api.devices import MQTTProtocol
+
+from gateway.store.store import DATABASE_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 30.0
@@ -170,6 +173,19 @@ class GatewayProcess:
         """`enapter-gateway token create`: the token is the last line of stdout."""
         result = self.cli("token", "create", "--role", role, "--name", name, check=True)
         return result.stdout.strip().splitlines()[-1]
+
+    def stored_telemetry(self, device_id: str, attribute: str) -> list[tuple[float, object]]:
+        """(timestamp, value) of every raw telemetry value stored for one attribute, read from the
+        database file itself (WAL lets a second connection read while the daemon writes)."""
+        with contextlib.closing(sqlite3.connect(self.state_dir / DATABASE_FILE, timeout=5)) as db:
+            db.execute("PRAGMA query_only = ON")
+            rows = db.execute(
+                "SELECT r.timestamp, r.value FROM telemetry_raw AS r"
+                " JOIN telemetry_series AS s ON s.id = r.series_id"
+                " WHERE s.device_id = ? AND s.attribute = ? ORDER BY r.rowid",
+                (device_id, attribute),
+            ).fetchall()
+        return [(float(timestamp), value) for timestamp, value in rows]
 
     def metrics(self) -> dict[str, float]:
         """The daemon's /metrics as {"name{labels}": value}."""

@@ -79,6 +79,9 @@ class StoreStatus(TypedDict):
     queue_depth: int
     committed: int
     failed_batches: int
+    # The unusable database moved aside at this start ("" if none) and why.
+    set_aside: str
+    set_aside_problem: str
 
 
 class ProblemRecord(TypedDict):
@@ -195,6 +198,8 @@ async def status_document(services: Services, problems: RecentProblems) -> Statu
             "queue_depth": store.queue_depth,
             "committed": stats.committed,
             "failed_batches": stats.failed_batches,
+            "set_aside": "" if store.set_aside is None else str(store.set_aside.moved_to),
+            "set_aside_problem": "" if store.set_aside is None else store.set_aside.problem,
         },
         "health": (await health.check(services)).document(),
         "mdns": dict(services.mdns()),
@@ -332,6 +337,11 @@ def render_status(document: StatusDocument) -> str:
         f"database: {_size(store['database_bytes'])}, {store['committed']} messages stored,"
         f" {store['queue_depth']} queued, {store['failed_batches']} failed batches",
     ]
+    if store["set_aside"]:
+        lines.append(
+            f"          THE DATABASE WAS UNUSABLE AT START ({store['set_aside_problem']}) and was moved"
+            f" to {store['set_aside']}; this one started empty"
+        )
     if document["mdns"]:
         lines.append(f"mdns:     {_mdns(document['mdns'])}")
     problems = document["recent_problems"]

@@ -160,6 +160,16 @@ def delete_device_commands(hardware_id: str) -> list[JsonObject]:
     ]
 
 
+def disable_client_command(username: str) -> JsonObject:
+    """The control command that disconnects every session of `username` and refuses its logins."""
+    return {"command": "disableClient", "username": username}
+
+
+def enable_client_command(username: str) -> JsonObject:
+    """The control command that lets `username` log in again."""
+    return {"command": "enableClient", "username": username}
+
+
 # Errors dynsec reports for deleting what does not exist; harmless in create_device_commands.
 _MISSING = ("Client not found", "Role not found")
 

@@ -22,6 +22,7 @@ from gateway.blueprints.catalog import ManifestCatalog
 from gateway.model import ChannelRef, Device, Mismatch, Properties, Telemetry
 from gateway.mqtt import dynsec, notices, payloads, topics
 from gateway.mqtt.endpoint import BrokerEndpoint
+from gateway.mqtt.flood import FloodGuard, Verdict
 from gateway.presence import Presence
 from gateway.store.store import Ingested, Store
 
@@ -46,8 +47,15 @@ class Ingest:
         presence: Presence,
         manifests: ManifestCatalog,
         clock: Callable[[], float] = time.time,
+        *,
+        flood_guard: FloodGuard | None = None,
+        on_flood: Callable[[str], None] | None = None,
     ) -> None:
+        """`flood_guard` (None = no per-device limit) judges each device message before it is
+        decoded; `on_flood` is told the identity of a device found flooding (it must not block)."""
         self._endpoint = endpoint
+        self._flood_guard = flood_guard
+        self._on_flood = on_flood
         self._store = store
         self._presence = presence
         self._manifests = manifests
@@ -118,6 +126,13 @@ class Ingest:
             self._drop("unknown_device", hardware_id, f"no device has channel {parsed.channel}")
             return
         now = self._clock()
+        if self._flood_guard is not None:
+            verdict = self._flood_guard.admit(hardware_id, now)
+            if verdict is not Verdict.ADMIT:
+                if verdict is Verdict.FLOODING and self._on_flood is not None:
+                    self._on_flood(hardware_id)
+                self._drop("rate_limited", hardware_id, f"over {self._flood_guard.rate} messages a second")
+                return
         self._presence.message(hardware_id, now)
         decoded = payloads.decode(parsed.kind, payload, now)
         if isinstance(decoded, payloads.PayloadError):

@@ -325,6 +325,79 @@ def _private_umask() -> Iterator[None]:
         os.umask(previous)
 
 
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A database found unusable at start and renamed, so that a fresh one could be made."""
+
+    moved_to: Path
+    problem: str
+
+
+# Primary result codes (the low byte of an extended code) that mean the file itself is damaged,
+# as opposed to e.g. SQLITE_BUSY or SQLITE_CANTOPEN, which say nothing about its content.
+_DAMAGED: Final = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+async def _corruption(path: Path) -> str | None:
+    """Why the database at `path` is unusable, or None when it is sound (or absent).
+
+    The schema is always read, which finds a file that is not a database or whose header or
+    schema is damaged. The whole file is checked (`PRAGMA quick_check`, every page) only when a
+    write-ahead log was left behind, i.e. the last run did not close the database (crash, power
+    cut): reading every page of a large database on an SD card would otherwise slow every start.
+    """
+    thorough = _left_by_a_crash(path)
+    if thorough is None:
+        return None
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        return _damage(exc)
+    try:
+        await db.execute_fetchall("SELECT count(*) FROM sqlite_schema")
+        if thorough:
+            rows = await db.execute_fetchall("PRAGMA quick_check(10)")
+            problems = [str(row[0]) for row in rows]
+            if problems != ["ok"]:
+                return "PRAGMA quick_check: " + "; ".join(problems)
+    except sqlite3.Error as exc:
+        return _damage(exc)
+    finally:
+        await db.close()
+    return None
+
+
+def _left_by_a_crash(path: Path) -> bool | None:
+    """None when there is no database yet (no file, or an empty one); else whether its WAL was left
+    behind, which SQLite removes when the last connection closes cleanly."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    return path.with_name(path.name + "-wal").exists()
+
+
+def _damage(exc: sqlite3.Error) -> str | None:
+    """SQLite's message when `exc` says the file is damaged; re-raises any other failure."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGED:
+        return str(exc)
+    raise exc
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    """Rename the database and its -wal/-shm to `<name>.corrupt-<UTC time>[-wal|-shm]`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    attempt = 1
+    while target.exists():  # two starts within one second must not overwrite the first copy
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{attempt}")
+        attempt += 1
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
+
+
 def _prepare_file(path: Path) -> None:
     """Create the directory (0700) and the database file (0600) before SQLite opens it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -455,6 +528,8 @@ class Store:
     ) -> None:
         """Wrap two open, migrated connections. Use `Store.open`, which owns their lifetime."""
         self._path = path
+        # The unusable database this one replaced at start, if any (shown by `status`).
+        self.set_aside: SetAside | None = None
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -484,15 +559,25 @@ class Store:
         queue_size: int = 10_000,
         max_batch: int = 2_000,
         clock: Callable[[], float] = time.time,
+        set_aside_corrupt: bool = False,
     ) -> AsyncIterator[Store]:
         """Open (creating and migrating) the database at `path` and run the writer task.
 
         On exit, everything queued so far is committed, the writer stops and both connections
         are closed (aiosqlite's threads would otherwise keep the process alive). `clock` gives
         the created/updated/received times the store stamps itself.
+
+        With `set_aside_corrupt` (the daemon), a file that is not a database or fails its check is
+        renamed with its WAL (`Store.set_aside` says where and why) and a fresh database is made;
+        otherwise (CLI tools) it is an error, so that only the daemon ever decides to start over.
         """
         if queue_size < 1 or max_batch < 1:
             raise ValueError("queue_size and max_batch must be positive")
+        set_aside: SetAside | None = None
+        if set_aside_corrupt:
+            problem = await _corruption(path)
+            if problem is not None:
+                set_aside = SetAside(moved_to=_move_aside(path, clock()), problem=problem)
         async with contextlib.AsyncExitStack() as stack:
             with _private_umask():
                 _prepare_file(path)
@@ -523,6 +608,7 @@ class Store:
                 )
                 stack.push_async_callback(reader.close)
             store = cls(writer, reader, queue_size=queue_size, max_batch=max_batch, clock=clock, path=path)
+            store.set_aside = set_aside
             stack.push_async_callback(_optimize, writer)
             body_error: Exception | None = None
             async with asyncio.TaskGroup() as tasks:

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +74,14 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def _wait_gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -111,9 +120,12 @@ def test_an_orphaned_broker_from_an_earlier_run_is_stopped_at_start(tmp_path: Pa
     orphan = int(subprocess.run(["sh", "-c", spawn], capture_output=True, text=True, check=True).stdout)
     try:
         (broker_dir / "mosquitto.pid").write_text(f"{orphan}\n")
+        # Wait until it listens on the MQTT port (the admin socket's file may be left from the
+        # daemon's own broker, so its presence says nothing about the orphan).
         deadline = time.monotonic() + 10
-        while not (broker_dir / "admin.sock").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # listening: it holds the MQTT port now
+        while not _listening(mqtt_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listening(mqtt_port)
         gateway.start()
         assert _wait_gone(orphan, 1.0)
         assert "left running by an earlier run of the gateway" in gateway.log()

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 import enapter
@@ -16,7 +21,9 @@ import pytest
 from enapter.http.api.devices import MQTTProtocol
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.gateway_process import GatewayProcess, eventually, provision
+from gateway.api.v3.provisioning import STANDALONE_CHANNEL
+from tests.gateway_process import GatewayProcess, ProvisionedDevice, eventually, provision, running_gateway
+from tests.peers import raw_mqtt
 
 
 def device_client(gateway: GatewayProcess, hardware_id: str, password: str) -> aiomqtt.Client:
@@ -148,3 +155,107 @@ async def test_malformed_payloads_are_counted_and_ingest_goes_on(
     log = gateway.log()
     assert "not_json" in log  # logged once, with its reason
     assert log.count("(not_json)") == 1
+
+
+# --- A flooding device -----------------------------------------------------------------------------
+
+FLOOD_RATE = 20  # mqtt.device_rate_limit for the flood test
+FLOOD_LOCKOUT_S = 6.0
+CALM_DEVICES = 3
+CALM_INTERVAL_S = 0.2
+CALM_SECONDS = 5.0
+
+
+@dataclass
+class Flood:
+    """What a flooding thread did: messages written, and when the broker cut it off."""
+
+    sent: int = 0
+    cut_off_after_s: float | None = None
+
+
+def flood(gateway: GatewayProcess, device: ProvisionedDevice, until: threading.Event) -> Flood:
+    """Write QoS 0 telemetry as fast as the socket takes it, until `until` or the broker hangs up."""
+    outcome = Flood()
+    topic = f"v1/from/{device.hardware_id}/{STANDALONE_CHANNEL}/v1/telemetry"
+    started = time.monotonic()
+    packets = [
+        raw_mqtt.publish_packet(topic, json.dumps({"timestamp": started + i / 1e6, "n": i}).encode())
+        for i in range(1_000)
+    ]
+    chunk = b"".join(packets)
+    sock = raw_mqtt.connect("127.0.0.1", gateway.mqtt_port, device.hardware_id, device.password)
+    try:
+        while not until.is_set():
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                outcome.cut_off_after_s = time.monotonic() - started
+                break
+            outcome.sent += len(packets)
+    finally:
+        raw_mqtt.disconnect(sock)
+    return outcome
+
+
+async def publish_calmly(gateway: GatewayProcess, device: ProvisionedDevice) -> list[int]:
+    """Telemetry every CALM_INTERVAL_S for CALM_SECONDS, `seq` counting up; returns the seqs sent."""
+    topic = f"v1/from/{device.hardware_id}/{STANDALONE_CHANNEL}/v1/telemetry"
+    sent: list[int] = []
+    async with device_client(gateway, device.hardware_id, device.password) as client:
+        for seq in range(int(CALM_SECONDS / CALM_INTERVAL_S)):
+            await client.publish(topic, json.dumps({"timestamp": time.time(), "seq": seq}))
+            sent.append(seq)
+            await asyncio.sleep(CALM_INTERVAL_S)
+    return sent
+
+
+async def test_a_flooding_device_is_shut_out_and_does_not_starve_the_others(tmp_path: Path) -> None:
+    overrides = {"mqtt": {"device_rate_limit": FLOOD_RATE, "flood_lockout": FLOOD_LOCKOUT_S}}
+    with running_gateway(tmp_path, overrides) as gateway:
+        token = gateway.create_token("INSTALLER")
+        flooder = await provision(gateway, token, "Flooder")
+        calm = [await provision(gateway, token, f"Calm {i}") for i in range(CALM_DEVICES)]
+        stop_flood = threading.Event()
+        flooding = asyncio.ensure_future(asyncio.to_thread(flood, gateway, flooder, stop_flood))
+        try:
+            sent = await asyncio.gather(*(publish_calmly(gateway, device) for device in calm))
+        finally:
+            stop_flood.set()
+            outcome = await flooding
+
+        # The broker hung up on the flooder, within about a second, and refuses it for now.
+        assert outcome.cut_off_after_s is not None, outcome
+        assert outcome.cut_off_after_s < 3.0
+        assert outcome.sent > FLOOD_RATE * 100
+        with pytest.raises(raw_mqtt.ConnectRefusedError) as refused:
+            raw_mqtt.connect("127.0.0.1", gateway.mqtt_port, flooder.hardware_id, flooder.password)
+        assert refused.value.code == raw_mqtt.NOT_AUTHORIZED
+
+        # Every message of every other device was stored, each once, soon after it was sent.
+        async def all_calm_stored() -> bool:
+            return all(
+                [value for _, value in gateway.stored_telemetry(device.device_id, "seq")] == seqs
+                for device, seqs in zip(calm, sent, strict=True)
+            )
+
+        await eventually(all_calm_stored, 3)
+        # The flooder got no more than its budget for the seconds it flooded.
+        kept = len(gateway.stored_telemetry(flooder.device_id, "n"))
+        assert 0 < kept <= FLOOD_RATE * (math.ceil(outcome.cut_off_after_s) + 1)
+        metrics = gateway.metrics()
+        assert metrics['gateway_mqtt_messages_dropped_total{reason="rate_limited"}'] > 0
+        assert "queue_full" not in str(metrics)
+        assert f"device {flooder.hardware_id} sends more than its per-device message rate" in gateway.log()
+
+        # After the lockout it may come back, with the credentials it has.
+        async def let_back_in() -> bool:
+            try:
+                raw_mqtt.disconnect(
+                    raw_mqtt.connect("127.0.0.1", gateway.mqtt_port, flooder.hardware_id, flooder.password)
+                )
+            except raw_mqtt.ConnectRefusedError:
+                return False
+            return True
+
+        await eventually(let_back_in, FLOOD_LOCKOUT_S + 5, interval=0.5)

@@ -54,15 +54,20 @@ def raw(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple
         return list(db.execute(sql, parameters).fetchall())
 
 
+def read(path: Path) -> bytes:
+    """A file's bytes."""
+    return path.read_bytes()
+
+
 def mode(path: Path) -> int:
     """Permission bits of a file."""
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def make_file(path: Path, permissions: int) -> None:
-    """Create `path` (and its directory) with exactly these permission bits."""
-    path.parent.mkdir(mode=0o700)
-    path.touch()
+def make_file(path: Path, permissions: int, content: bytes = b"") -> None:
+    """Create `path` (and its directory if needed) with this content and exactly these permission bits."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_bytes(content)
     path.chmod(permissions)
 
 
@@ -152,6 +157,86 @@ async def test_integrity_check_is_ok(db_path: Path) -> None:
         store.enqueue(ingested(device, telemetry(1.0, {"v": 1})))
         await store.flush()
         assert await store.integrity_check() == "ok"
+
+
+# --- A database found unusable at start -----------------------------------------------------------
+
+
+async def crashed_with_a_damaged_page(db_path: Path) -> bytes:
+    """A database with history whose last run did not close it (its -wal is left behind), and one
+    b-tree page overwritten with garbage: what a power cut on a lying SD card leaves."""
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        for second in range(2_000):
+            store.enqueue(ingested(device, telemetry(float(second), {"v": second, "w": -second})))
+        await store.flush()
+    return damage_index_page(db_path, "telemetry_raw_by_series")
+
+
+def damage_index_page(db_path: Path, index: str) -> bytes:
+    """Overwrite the root page of `index` with garbage and leave an (empty) WAL behind, as a crash
+    would; returns the file's bytes as damaged."""
+    (root,) = raw(db_path, "SELECT rootpage FROM sqlite_schema WHERE name = ?", (index,))[0]
+    (page_size,) = raw(db_path, "PRAGMA page_size")[0]
+    assert isinstance(root, int)
+    assert isinstance(page_size, int)
+    with db_path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xa5" * page_size)
+    db_path.with_name(db_path.name + "-wal").touch()
+    return db_path.read_bytes()
+
+
+async def test_a_file_that_is_not_a_database_is_set_aside_and_a_fresh_one_made(db_path: Path) -> None:
+    garbage = b"this is not SQLite\n" * 500
+    make_file(db_path, 0o600, garbage)
+    async with Store.open(db_path, set_aside_corrupt=True, clock=lambda: 1_700_000_000.0) as store:
+        assert store.set_aside is not None
+        assert "not a database" in store.set_aside.problem
+        assert store.set_aside.moved_to == db_path.with_name("gateway.db.corrupt-20231114T221320Z")
+        assert read(store.set_aside.moved_to) == garbage
+        device = await add_device(store)
+        assert await store.get_device(device.id) == device
+        assert await store.integrity_check() == "ok"
+    assert mode(db_path) == 0o600
+
+
+async def test_a_damaged_page_after_a_crash_is_found_and_set_aside(db_path: Path) -> None:
+    damaged = await crashed_with_a_damaged_page(db_path)
+    async with Store.open(db_path, set_aside_corrupt=True) as store:
+        assert store.set_aside is not None
+        assert store.set_aside.problem.startswith("PRAGMA quick_check: ")
+        assert read(store.set_aside.moved_to) == damaged
+        # Nothing of the old database (nor its WAL) was replayed into the new one.
+        assert await store.list_devices(offset=0, limit=10) == ([], 0)
+
+
+async def test_two_set_asides_in_one_second_keep_both_files(db_path: Path) -> None:
+    for attempt in (b"first", b"second"):
+        make_file(db_path, 0o600, attempt * 1000)
+        async with Store.open(db_path, set_aside_corrupt=True, clock=lambda: 1_700_000_000.0) as store:
+            assert store.set_aside is not None
+            assert read(store.set_aside.moved_to) == attempt * 1000
+    assert len(list(db_path.parent.glob("gateway.db.corrupt-*"))) == 2
+
+
+async def test_a_sound_database_left_by_a_crash_is_kept(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+    make_file(db_path.with_name(db_path.name + "-wal"), 0o600)
+    async with Store.open(db_path, set_aside_corrupt=True) as store:
+        assert store.set_aside is None
+        assert await store.get_device(device.id) == device
+    assert list(db_path.parent.glob("*.corrupt-*")) == []
+
+
+async def test_without_set_aside_a_damaged_database_is_an_error_and_left_alone(db_path: Path) -> None:
+    make_file(db_path, 0o600, b"not SQLite" * 1000)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        async with Store.open(db_path):
+            pass
+    assert read(db_path) == b"not SQLite" * 1000
+    assert list(db_path.parent.glob("*.corrupt-*")) == []
 
 
 async def test_a_body_exception_propagates_unwrapped(db_path: Path) -> None:

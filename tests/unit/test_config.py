@@ -60,6 +60,8 @@ def test_defaults() -> None:
             tls_hostnames=(),
             advertised_host="",
             online_window=90.0,
+            device_rate_limit=100,
+            flood_lockout=60.0,
             mosquitto="mosquitto",
             dynsec_plugin="",
             external=ExternalBrokerConfig(host="127.0.0.1", port=1883, username="", password_file=""),
@@ -108,7 +110,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 34  # every key of every section
+    assert len(assignments) == 36  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -156,6 +158,8 @@ def test_every_key_set() -> None:
                 "tls_hostnames": ["Gateway.Example.LAN", "gw-2", "mqtt.plant-7.internal"],
                 "advertised_host": "gw.lan",
                 "online_window": 30,
+                "device_rate_limit": 0,
+                "flood_lockout": 5,
                 "mosquitto": "/usr/sbin/mosquitto",
                 "dynsec_plugin": "/opt/dynsec.so",
                 "external": {
@@ -195,6 +199,8 @@ def test_every_key_set() -> None:
         tls_hostnames=("gateway.example.lan", "gw-2", "mqtt.plant-7.internal"),
         advertised_host="gw.lan",
         online_window=30.0,
+        device_rate_limit=0,
+        flood_lockout=5.0,
         mosquitto="/usr/sbin/mosquitto",
         dynsec_plugin="/opt/dynsec.so",
         external=ExternalBrokerConfig(

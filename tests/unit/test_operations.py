@@ -100,6 +100,8 @@ def status(**changes: object) -> StatusDocument:
             "queue_depth": 0,
             "committed": 9,
             "failed_batches": 0,
+            "set_aside": "",
+            "set_aside_problem": "",
         },
         "health": {
             "status": "ok",
@@ -137,7 +139,14 @@ def test_status_of_a_gateway_with_problems() -> None:
             uptime_s=2 * 86400 + 5 * 3600 + 7 * 60,
             broker=broker,
             ingest={"connected": False, "received": 0, "accepted": 0, "dropped": 0},
-            store={"database_bytes": 900, "queue_depth": 3, "committed": 0, "failed_batches": 2},
+            store={
+                "database_bytes": 900,
+                "queue_depth": 3,
+                "committed": 0,
+                "failed_batches": 2,
+                "set_aside": "/var/lib/g/gateway.sqlite3.corrupt-20240102T030405Z",
+                "set_aside_problem": "file is not a database",
+            },
             health={
                 "status": "unhealthy",
                 "checks": {
@@ -161,6 +170,8 @@ def test_status_of_a_gateway_with_problems() -> None:
         "broker:   external, DOWN: [Errno 111] Connection refused, restarted 0 times",
         "ingest:   NOT CONNECTED, 0 messages received, 0 accepted, 0 dropped",
         "database: 900 B, 0 messages stored, 3 queued, 2 failed batches",
+        "          THE DATABASE WAS UNUSABLE AT START (file is not a database) and was moved to"
+        " /var/lib/g/gateway.sqlite3.corrupt-20240102T030405Z; this one started empty",
         "mdns:     hostname: enapter-gateway-2.local, alias: True",
         "recent warnings and errors (oldest first):",
         "  2024-01-02T03:04:05Z ERROR   gateway.store: disk full",
