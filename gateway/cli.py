@@ -4,7 +4,8 @@ Exit codes: 0 ok; 78 (EX_CONFIG) bad configuration, so systemd's RestartPreventE
 loop on it; 69 (EX_UNAVAILABLE) a required program such as mosquitto is missing, or `status` finds no
 running daemon; 65 (EX_DATAERR) `token revoke` of an unknown id, or a backup archive that is
 unreadable, corrupt or does not fit; 75 (EX_TEMPFAIL) `backup`/`restore` cannot work on the state
-directory now (the daemon runs on it, it is not empty, an archive cannot be written); 1 a crash.
+directory now (the daemon runs on it, it is not empty, an archive cannot be written), or `run` finds
+another daemon running on it; 1 a crash.
 """
 
 from __future__ import annotations
@@ -273,6 +274,7 @@ def _exit_code(error: Exception) -> int:
     expected = {
         BrokerUnavailableError: EX_UNAVAILABLE,
         ConfigError: EX_CONFIG,
+        runtime.StateDirInUseError: EX_TEMPFAIL,
     }
     for kind, code in expected.items():
         if all(isinstance(leaf, kind) for leaf in leaves):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,8 +51,40 @@ RETENTION_CHECK_S = 60.0
 EPHEMERAL_EXECUTIONS_S = 86400.0
 
 
+LOCK_FILE = "daemon.lock"
+
+
 class _StopRequested(Exception):
     """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
+
+
+class StateDirInUseError(Exception):
+    """Another daemon runs on this state directory."""
+
+
+@contextlib.contextmanager
+def hold_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold `<state_dir>/daemon.lock` (an advisory lock, with our pid in the file) while the daemon runs.
+
+    A second daemon on the same state directory must not start: it would take the first one's
+    broker for an orphan and stop it, and write to the same database. The kernel drops the lock when
+    the process ends, however it ends; the file itself stays (removing it would race a new start).
+    The descriptor is not inherited, so Mosquitto never holds the lock.
+    """
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StateDirInUseError(
+                f"another enapter-gateway daemon (pid {holder}) is running on {state_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def primary_ipv4() -> str | None:
@@ -121,6 +155,7 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(hold_state_dir(state_dir))
             store = await stack.enter_async_context(
                 Store.open(state_dir / DATABASE_FILE, set_aside_corrupt=True)
             )

@@ -14,7 +14,7 @@ from pathlib import Path
 import enapter
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
-from tests.gateway_process import GatewayProcess, eventually, write_config
+from tests.gateway_process import REPO, GatewayProcess, eventually, gateway_command, write_config
 from tests.peers.process import start_peer, stop_peer
 
 # The SDK retries a lost connection every 5 s; the supervisor restarts within its first backoff.
@@ -134,3 +134,21 @@ def test_an_orphaned_broker_from_an_earlier_run_is_stopped_at_start(tmp_path: Pa
         gateway.stop()
         if _running(orphan):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(gateway: GatewayProcess) -> None:
+    broker = broker_pid(gateway)
+    assert gateway.process is not None
+    second = subprocess.run(
+        gateway_command("run", "--config", str(gateway.config)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=gateway.directory,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert second.returncode == 75, second.stderr
+    assert f"another enapter-gateway daemon (pid {gateway.process.pid}) is running on" in second.stderr
+    # It left the first daemon's broker alone (it would have taken it for an orphan).
+    assert broker_pid(gateway) == broker
+    assert gateway.metrics()["gateway_broker_restarts_total"] == 0
