@@ -205,6 +205,8 @@ async def run(config: Config) -> None:
                 on_flood=lockout.shut_out,
             )
             ingest.register(await all_devices(store))
+            if broker is not None:
+                broker.restart_listeners.append(ingest.reconnect_now)
             commands = Commands(
                 store,
                 ingest.publish,

@@ -232,6 +232,9 @@ class ManagedBroker:
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self.restarts = 0
+        # Called after each successful restart (e.g. ingest reconnects at once instead of waiting
+        # out its backoff, and misses fewer messages). They must not block.
+        self.restart_listeners: list[Callable[[], None]] = []
         self.running = asyncio.Event()
         # Why the child is down, while it is (for health checks and `status`).
         self.down_reason = ""
@@ -307,6 +310,8 @@ class ManagedBroker:
                 LOG.error("mosquitto restart failed: %s", exc)
                 continue
             self.restarts += 1
+            for listener in self.restart_listeners:
+                listener()
 
     async def _start(self) -> None:
         self._files.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -73,6 +74,8 @@ class Ingest:
         self.flagged: collections.Counter[str] = collections.Counter()
         # Why the latest connection attempt or connection failed ("" before any failure).
         self.last_error = ""
+        # Set by `reconnect_now` to cut a backoff delay short.
+        self._broker_back = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -89,6 +92,9 @@ class Ingest:
         """Receive until cancelled, reconnecting with capped, jittered backoff."""
         backoff = BACKOFF_FIRST_S
         while True:
+            # Cleared before the attempt, so that a restart announced during a failing attempt
+            # still cuts the following delay short.
+            self._broker_back.clear()
             try:
                 async with self._endpoint.client(max_queued_incoming=MAX_QUEUED_INCOMING) as client:
                     await client.subscribe(topics.DEVICE_SUBSCRIPTION)
@@ -107,8 +113,15 @@ class Ingest:
                 self.last_error = str(exc)
                 delay = random.uniform(backoff / 2, backoff)
                 LOG.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._broker_back.wait()
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
+
+    def reconnect_now(self) -> None:
+        """The broker is back (restarted): end a reconnect delay now; device messages published
+        before ingest subscribes again reach nobody."""
+        self._broker_back.set()
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One message from the broker."""

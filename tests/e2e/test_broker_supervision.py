@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import enapter
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
-from tests.gateway_process import REPO, GatewayProcess, eventually, gateway_command, write_config
+from gateway.api.v3.provisioning import STANDALONE_CHANNEL
+from tests.e2e.test_ingest_faults import device_client
+from tests.gateway_process import (
+    REPO,
+    GatewayProcess,
+    ProvisionedDevice,
+    eventually,
+    gateway_command,
+    provision,
+    write_config,
+)
 from tests.peers.process import start_peer, stop_peer
 
 # The SDK retries a lost connection every 5 s; the supervisor restarts within its first backoff.
@@ -29,6 +45,26 @@ def broker_pid(gateway: GatewayProcess) -> int:
         if Path(f"/proc/{pid}/comm").read_text().strip() == "mosquitto":
             return int(pid)
     raise AssertionError("the daemon has no mosquitto child")
+
+
+@contextlib.contextmanager
+def port_taken_after_kill(gateway: GatewayProcess) -> Iterator[None]:
+    """SIGKILL the managed Mosquitto and hold its MQTT port, so that every restart fails until the
+    block ends (the supervisor's first restart comes at least 0.25 s after the death)."""
+    os.kill(broker_pid(gateway), signal.SIGKILL)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 0.2
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", gateway.mqtt_port))
+                break
+            except OSError:  # the dying broker still holds it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+        squatter.listen()
+        yield
 
 
 async def test_killed_broker_is_restarted_and_devices_reconnect(
@@ -152,3 +188,107 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(gateway: G
     # It left the first daemon's broker alone (it would have taken it for an orphan).
     assert broker_pid(gateway) == broker
     assert gateway.metrics()["gateway_broker_restarts_total"] == 0
+
+
+OUTAGE_S = 4.0
+# Ingest's reconnect delays (gateway.mqtt.ingest): jittered in [b/2, b], b doubling from 0.2 s to 5 s.
+INGEST_BACKOFF_CAP_S = 5.0
+
+
+async def publish_through_outages(
+    gateway: GatewayProcess, device: ProvisionedDevice, stop: asyncio.Event, sent: list[int]
+) -> None:
+    """Telemetry with a growing `seq` every 0.1 s; after a lost connection, reconnect (jittered)."""
+    topic = f"v1/from/{device.hardware_id}/{STANDALONE_CHANNEL}/v1/telemetry"
+    while not stop.is_set():
+        try:
+            async with device_client(gateway, device.hardware_id, device.password) as client:
+                while not stop.is_set():
+                    await client.publish(topic, json.dumps({"timestamp": time.time(), "seq": len(sent)}))
+                    sent.append(len(sent))
+                    await asyncio.sleep(0.1)
+        except aiomqtt.MqttError:
+            await asyncio.sleep(random.uniform(0.3, 0.6))
+
+
+async def connectivity(gateway: GatewayProcess, token: str, device_id: str) -> str:
+    api = enapter.http.api.Config(base_url=gateway.base_url, token=token)
+    async with enapter.http.api.Client(config=api) as client:
+        found = await client.devices.get(device_id, expand_connectivity=True)
+    assert found.connectivity is not None
+    return str(found.connectivity.status.value)
+
+
+async def test_a_broker_outage_leaves_no_ghost_online_no_duplicates_and_no_reconnect_storm(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    survivor = await provision(gateway, installer_token, "Survivor")
+    leaver = await provision(gateway, installer_token, "Leaver")
+    stop = asyncio.Event()
+    sent: list[int] = []
+    publishing = asyncio.create_task(publish_through_outages(gateway, survivor, stop, sent))
+    try:
+        # The leaver goes away while the broker is down (its client finds the broker gone on the
+        # way out): no disconnect notice will ever say so.
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with device_client(gateway, leaver.hardware_id, leaver.password):
+
+                async def both_connected() -> bool:
+                    return gateway.metrics()["gateway_devices_connected"] == 2
+
+                await eventually(both_connected, 10)
+                outage_log_start = len(gateway.log())
+                with port_taken_after_kill(gateway):
+                    await asyncio.sleep(OUTAGE_S)
+
+        async def restarted() -> bool:
+            return gateway.metrics()["gateway_broker_restarts_total"] >= 1
+
+        await eventually(restarted, 20)
+        before = len(sent)
+
+        async def publishing_again() -> bool:
+            return len(sent) > before + 10
+
+        await eventually(publishing_again, 10)
+
+        # No ghost: the leaver's connection died with the broker; once its last message is older
+        # than the online window (3 s in these tests) it is OFFLINE, while the survivor is ONLINE.
+        async def leaver_offline() -> bool:
+            return await connectivity(gateway, installer_token, leaver.device_id) == "OFFLINE"
+
+        await eventually(leaver_offline, 10)
+        assert await connectivity(gateway, installer_token, survivor.device_id) == "ONLINE"
+    finally:
+        stop.set()
+        await publishing
+
+    # Nothing stored twice: every stored seq once, in order (the outage may have lost some).
+    async def all_sent_stored() -> list[int] | None:
+        stored = [int(str(value)) for _, value in gateway.stored_telemetry(survivor.device_id, "seq")]
+        return stored if stored and stored[-1] == sent[-1] else None
+
+    stored = await eventually(all_sent_stored, 10)
+    assert stored == sorted(set(stored))
+    assert len(stored) > len(sent) - OUTAGE_S / 0.1 - 10
+
+    # No storm: ingest retried with growing, jittered delays, a handful of times in the outage.
+    outage_log = gateway.log()[outage_log_start:]
+    delays = [
+        float(d) for d in re.findall(r"ingest lost the broker .*; reconnecting in ([0-9.]+) s", outage_log)
+    ]
+    assert 2 <= len(delays) <= 8, delays
+    assert all(delay <= INGEST_BACKOFF_CAP_S for delay in delays)
+    assert delays[-1] > delays[0]
+    # ...and did not wait out its last delay once the broker was back: it subscribed at once.
+    lines = outage_log.splitlines()
+    (back,) = [line for line in lines if " started (pid " in line]
+    subscribed = next(line for line in lines[lines.index(back) :] if "ingest subscribed" in line)
+    assert logged_at(subscribed) - logged_at(back) < 1.0, (back, subscribed)
+
+
+def logged_at(line: str) -> float:
+    """Seconds of the day at which the daemon logged `line` ("2024-05-02 10:11:12,345 ...")."""
+    clock = line.split()[1]
+    hours, minutes, seconds = clock.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds.replace(",", "."))

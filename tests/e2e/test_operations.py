@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
 import stat
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -23,7 +20,7 @@ import httpx
 
 from gateway import __version__
 from gateway.api.control import socket_path
-from tests.e2e.test_broker_supervision import broker_pid
+from tests.e2e.test_broker_supervision import port_taken_after_kill
 from tests.gateway_process import GatewayProcess, eventually, provision, write_config
 
 SENT = 20
@@ -185,26 +182,6 @@ def check_status(gateway: GatewayProcess, hardware_id: str) -> None:
     (problem,) = [p for p in document["recent_problems"] if hardware_id in p["message"]]
     assert problem["level"] == "WARNING"
     assert problem["logger"] == "gateway.ingest"
-
-
-@contextlib.contextmanager
-def port_taken_after_kill(gateway: GatewayProcess) -> Iterator[None]:
-    """SIGKILL the managed Mosquitto and hold its MQTT port, so that every restart fails until the
-    block ends (the supervisor's first restart comes at least 0.25 s after the death)."""
-    os.kill(broker_pid(gateway), signal.SIGKILL)
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        deadline = time.monotonic() + 0.2
-        while True:
-            try:
-                squatter.bind(("127.0.0.1", gateway.mqtt_port))
-                break
-            except OSError:  # the dying broker still holds it
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)
-        squatter.listen()
-        yield
 
 
 async def test_health_turns_503_naming_the_broker_while_it_is_down(gateway: GatewayProcess) -> None:
