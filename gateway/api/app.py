@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.api import assets_v1, commands_v1, control, health, metrics
+from gateway.api import assets_v1, commands_v1, control, health, metrics, openapi
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
@@ -130,6 +130,9 @@ def endpoints() -> list[Endpoint]:
     # Monitoring: no token (nothing secret; errors and logs are on the control socket only).
     table.append(Endpoint("GET", "/api/health", health.health, None))
     table.append(Endpoint("GET", "/metrics", metrics.metrics, None))
+    # This API's own description, and a page rendered from it (no token: nothing secret).
+    table.append(Endpoint("GET", openapi.DOCUMENT_PATH, openapi.openapi_json, None))
+    table.append(Endpoint("GET", openapi.DOCS_PATH, openapi.docs_page, None))
     return table
 
 

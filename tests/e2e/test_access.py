@@ -90,6 +90,8 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/blueprints/v1/download"): READ,
     ("GET", "/api/health"): None,
     ("GET", "/metrics"): None,
+    ("GET", "/api/openapi.json"): None,
+    ("GET", "/api/docs"): None,
 }
 ROLES = (Role.READONLY, Role.USER, Role.OWNER, Role.INSTALLER, Role.VENDOR)
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.api import dto, errors
 from gateway.api.render import json_response
@@ -127,15 +128,23 @@ async def read_upload(request: web.Request) -> bytes:
     """The uploaded zip: the raw body, or the first file of a multipart form; 413 past the limit."""
     limit = DEFAULT_LIMITS.archive_bytes
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and (
-                part.filename is not None or part.name in ("data", "file")
-            ):
-                return await _bounded(part.read_chunk, limit)
-            # Other form fields are skipped unread; nested multiparts are not uploads.
-        raise errors.invalid_parameter("data", "the form has no file")
+        try:
+            return await _form_upload(request, limit)
+        except (ValueError, BadHttpMessage):
+            # aiohttp's multipart reader raises these for a form it cannot parse (no boundary,
+            # malformed part headers, a part cut short): the client's mistake, not ours.
+            raise errors.bad_request("The multipart form could not be parsed.") from None
     return await _bounded(lambda size: request.content.read(size), limit)
+
+
+async def _form_upload(request: web.Request, limit: int) -> bytes:
+    """The first file of a multipart form (or its `data` or `file` field)."""
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if isinstance(part, BodyPartReader) and (part.filename is not None or part.name in ("data", "file")):
+            return await _bounded(part.read_chunk, limit)
+        # Other form fields are skipped unread; nested multiparts are not uploads.
+    raise errors.invalid_parameter("data", "the form has no file")
 
 
 async def _bounded(read: _Read, limit: int) -> bytes:
