@@ -32,9 +32,12 @@ async def execute(request: web.Request) -> web.StreamResponse:
     manifest_name = declared_name(request, device, command.name, command.arguments)
     commands = request.app[SERVICES].commands
     if request.query.get("show_progress", "").lower() not in _TRUE:
-        execution = await commands.execute(
-            device, command.name, command.arguments, manifest_name=manifest_name
-        )
+        try:
+            execution = await commands.execute(
+                device, command.name, command.arguments, manifest_name=manifest_name
+            )
+        except LookupError:  # deleted while its command ran
+            raise errors.not_found("Device") from None
         return json_response(outcome(execution))
     stream = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await stream.prepare(request)
@@ -46,10 +49,14 @@ async def execute(request: web.Request) -> web.StreamResponse:
         await line({"state": "device_in_progress", "payload": dict(response.payload)})
 
     await line({"state": "started"})
-    execution = await commands.execute(
-        device, command.name, command.arguments, manifest_name=manifest_name, on_progress=progress
-    )
-    await line(outcome(execution))
+    try:
+        execution = await commands.execute(
+            device, command.name, command.arguments, manifest_name=manifest_name, on_progress=progress
+        )
+    except LookupError:  # deleted while its command ran; the 200 status line is already sent
+        await line({"state": "platform_error", "payload": {"message": "The device was deleted."}})
+    else:
+        await line(outcome(execution))
     await stream.write_eof()
     return stream
 

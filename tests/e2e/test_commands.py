@@ -6,6 +6,7 @@ answers; the gateway runs with a 2 s command timeout.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -296,3 +297,29 @@ async def test_sdk_logger_lines_are_listed_and_streamed(peer: Peer, gateway: Gat
             temporary = [e["message"] for e in (await response.json())["logs"]]
         # The peer's own start-up line is temporary too (the SDK's default).
         assert temporary == ["peer device started", "d1", "w1"]
+
+
+async def test_a_device_deleted_while_its_command_runs(peer: Peer, gateway: GatewayProcess) -> None:
+    """v3 and v1 (plain and streamed) answer "not found" / a platform error, never a 500."""
+    owner = {"X-Enapter-Auth-Token": gateway.create_token("OWNER", name="owner")}
+    root = f"http://127.0.0.1:{gateway.api_port}"
+    body = {"device_id": peer.device_id, "command_name": "hang", "arguments": {}}
+    async with httpx.AsyncClient(timeout=10, headers=owner) as http:
+        v3 = asyncio.create_task(
+            http.post(
+                f"{gateway.base_url}/v3/devices/{peer.device_id}/execute_command", json={"name": "hang"}
+            )
+        )
+        v1 = asyncio.create_task(http.post(root + "/commands/v1/execute", json=body))
+        streamed = asyncio.create_task(
+            http.post(root + "/commands/v1/execute", params={"show_progress": "true"}, json=body)
+        )
+        await asyncio.sleep(0.5)  # all three are waiting for the device
+        deleted = await http.delete(f"{gateway.base_url}/v3/devices/{peer.device_id}")
+        assert deleted.status_code == 200
+        assert (await v3).status_code == 404
+        assert (await v1).status_code == 404
+        lines = [json.loads(line) for line in (await streamed).text.splitlines()]
+        assert lines[0] == {"state": "started"}
+        assert lines[-1] == {"state": "platform_error", "payload": {"message": "The device was deleted."}}
+    assert "unhandled error" not in gateway.log()
