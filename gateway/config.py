@@ -283,6 +283,8 @@ def load(path: Path) -> Config:
         raise ConfigError([f"{path}: not valid UTF-8 (line {line})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
     return parse(data, base_dir=path.absolute().parent)
 
 

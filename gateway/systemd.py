@@ -34,6 +34,9 @@ def notify(message: str) -> bool:
     return True
 
 
+_YEAR_USEC = 365 * 86400 * 1_000_000
+
+
 def watchdog_interval(environment: Mapping[str, str], pid: int) -> float | None:
     """Seconds between WATCHDOG=1 pings, or None when systemd does not watch this process.
 
@@ -45,7 +48,8 @@ def watchdog_interval(environment: Mapping[str, str], pid: int) -> float | None:
     except ValueError:
         return None
     owner = environment.get("WATCHDOG_PID")
-    if usec <= 0 or (owner is not None and owner != str(pid)):
+    # More than a year is no watchdog anyone set (and a float cannot hold every int).
+    if not 0 < usec <= _YEAR_USEC or (owner is not None and owner != str(pid)):
         return None
     return usec / 2 / 1_000_000
 

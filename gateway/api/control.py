@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypedDict, cast
+from typing import Literal, TypedDict, cast, get_type_hints
 
 import aiohttp
 from aiohttp import web
@@ -280,7 +280,34 @@ async def read_status(path: Path) -> StatusDocument:
         raise DaemonUnreachableError(f"the gateway did not answer on {path}: {exc or 'timeout'}") from None
     if not isinstance(document, dict) or "version" not in document:
         raise DaemonUnreachableError(f"{path} answered something that is not a gateway status")
+    missing = missing_status_fields(document)
+    if missing:
+        raise DaemonUnreachableError(
+            f"the running gateway ({document['version']}) answered a status this enapter-gateway"
+            f" ({__version__}) cannot read (no {', '.join(missing)}); after an upgrade, restart the"
+            " daemon"
+        )
     return cast(StatusDocument, document)
+
+
+def missing_status_fields(document: Mapping[str, object]) -> list[str]:
+    """The fields of StatusDocument (and of its sections) that `document` lacks, as dotted paths:
+    a daemon of another version may answer in another shape."""
+    missing: list[str] = []
+    hints = get_type_hints(StatusDocument)
+    for key in sorted(StatusDocument.__required_keys__):
+        if key not in document:
+            missing.append(key)
+            continue
+        section = hints[key]
+        required = getattr(section, "__required_keys__", None)
+        value = document[key]
+        if required is not None:
+            if not isinstance(value, dict):
+                missing.append(key)
+                continue
+            missing += [f"{key}.{name}" for name in sorted(required) if name not in value]
+    return missing
 
 
 def _duration(seconds: float) -> str:

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from gateway import slugs
 from gateway.api.errors import bad_request, invalid_parameter
@@ -48,6 +48,8 @@ DEFAULT_RELEVANCE_S = 30.0
 _DEVICE_SELECTOR = re.compile(r"devices\[(.+)\]", re.DOTALL)
 MAX_LATEST_DEVICES = 1000
 ASSET_TYPES = frozenset({"endpoint", "ucm", "gateway"})
+_INTEGER = re.compile(r"-?[0-9]+")
+_MAX_INTEGER_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,14 @@ def _integer(query: Mapping[str, str], name: str, default: int, low: int, high: 
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.lstrip("-").isdigit():
+    if not _INTEGER.fullmatch(raw):
         raise invalid_parameter(name, f"expected an integer, got {raw[:40]!r}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise invalid_parameter(name, f"must be between {low} and {high}, got {value}")
+    # More significant digits than any bound has is out of range whatever they say; int() is not
+    # asked to read them (it refuses more than 4300 digits).
+    digits = raw.lstrip("-").lstrip("0") or "0"
+    value = None if len(digits) > _MAX_INTEGER_DIGITS else int(digits) * (-1 if raw[0] == "-" else 1)
+    if value is None or not low <= value <= high:
+        raise invalid_parameter(name, f"must be between {low} and {high}, got {raw[:40]}")
     return value
 
 
@@ -160,7 +165,11 @@ def moment(raw: str, name: str) -> float:
     text = raw.strip()
     try:
         if text.isascii() and text.replace(".", "", 1).isdigit():
-            return float(text)
+            seconds = float(text)
+            # float() of a few hundred digits is inf, which is no time.
+            if not math.isfinite(seconds):
+                raise invalid_parameter(name, f"is out of range: {raw[:40]!r}")
+            return seconds
         parsed = dt.datetime.fromisoformat(text)
     except (ValueError, OverflowError):
         raise invalid_parameter(
@@ -220,27 +229,47 @@ def log_query(query: Mapping[str, str]) -> LogQuery:
 
 
 def json_object(body: bytes) -> JsonObject:
-    """A request body that must be a JSON object. Content-Type is not checked: the CLI sends none."""
+    """A request body that must be a JSON object. Content-Type is not checked: the CLI sends none.
+
+    Strict JSON: NaN, Infinity and numbers that overflow to them are not JSON (and would make the
+    replies that echo them not JSON either); lone UTF-16 surrogates (from a `\\ud800` escape, or in
+    a UTF-16 body) cannot be stored by SQLite. Both are refused like any other invalid body.
+    """
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
+        value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+        json.dumps(value, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
         raise bad_request("The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise bad_request("The request body must be a JSON object.")
     return value
 
 
-def optional_string(body: JsonObject, name: str, *, max_length: int = 200) -> str | None:
-    """A string field that may be absent, null or empty (all meaning "not given")."""
+def _not_json(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def optional_string(body: JsonObject, name: str, *, max_length: int = 200, parent: str = "") -> str | None:
+    """A string field that may be absent, null or empty (all meaning "not given").
+
+    `parent` is the path of `body` inside the request body (`"location."`), for the error.
+    """
     value = body.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise invalid_parameter(name, "must be a string")
+        raise invalid_parameter(parent + name, "must be a string")
     if len(value) > max_length:
-        raise invalid_parameter(name, f"must be at most {max_length} characters")
+        raise invalid_parameter(parent + name, f"must be at most {max_length} characters")
     return value
 
 
@@ -321,7 +350,7 @@ def command_request(body: JsonObject, *, name_field: str = "name") -> CommandReq
 
 def slug(body: JsonObject, name: str = "slug") -> str | None:
     """An optional device slug (absent, null or "" = not given) that follows the slug rules."""
-    value = optional_string(body, name, max_length=64)
+    value = optional_string(body, name, max_length=slugs.MAX_SLUG_LENGTH)
     if value is not None:
         problem = slugs.slug_problem(value)
         if problem is not None:
@@ -369,7 +398,7 @@ def site_changes(body: JsonObject) -> SiteChanges:
     if unknown:
         raise invalid_parameter(f"location.{unknown[0]}", "is not a location field")
     location = Location(
-        name=optional_string(raw, "name"),
+        name=optional_string(raw, "name", parent="location."),
         latitude=_coordinate(raw, "latitude", 90.0),
         longitude=_coordinate(raw, "longitude", 180.0),
     )

@@ -90,7 +90,7 @@ def _decode(payload: object) -> JsonObject | None:
         return None
     try:
         value = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

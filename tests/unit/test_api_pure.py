@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import slugs
 from gateway.api import dto, errors, params
 from gateway.model import (
     CommunicationType,
     Connectivity,
     Device,
     DeviceType,
+    JsonValue,
     LatestValue,
     LogEntry,
     LogSeverity,
@@ -174,6 +181,18 @@ def test_tokens_are_random_looking_and_only_their_hash_is_kept() -> None:
         format_token(b"short")
 
 
+@given(st.binary(min_size=RANDOM_BYTES, max_size=RANDOM_BYTES) | st.binary(max_size=40))
+def test_any_bytes_give_a_token_that_reads_back_or_value_error(random_bytes: bytes) -> None:
+    try:
+        token = format_token(random_bytes)
+    except ValueError:
+        assert len(random_bytes) != RANDOM_BYTES
+        return
+    assert re.fullmatch(r"egw_[A-Za-z0-9_-]{43}", token)
+    assert base64.urlsafe_b64decode(token.removeprefix("egw_") + "=") == random_bytes
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_token(token))
+
+
 def test_role_order() -> None:
     assert Role.OWNER.at_least(Role.USER)
     assert not Role.USER.at_least(Role.OWNER)
@@ -297,3 +316,402 @@ def test_log_entries_have_integer_timestamps_and_rfc3339_arrival() -> None:
         "message": "m",
         "persist": False,
     }
+
+
+# --- Fuzzing: every query and body parser gives a value or a 400 naming what is wrong --------------
+
+# Integer texts: near misses of `-?[0-9]+` (signs doubled, spaces, other digit systems, far too many
+# digits) as well as arbitrary text.
+INTEGER_TEXTS = st.one_of(
+    st.from_regex(r"[-+ ]{0,2}[0-9]{0,25}[ .]?", fullmatch=True),
+    st.integers(-(10**25), 10**25).map(str),
+    st.sampled_from(["", "0x10", "1_000", "١٢", "²", "5.0", "1e3", "9" * 5000, "0" * 5000 + "7", "--5"]),
+    st.from_regex(r"-?0{15,30}[0-9]{1,3}", fullmatch=True),
+    st.text(max_size=10),
+)
+
+
+def _expected_integer(raw: str | None, default: int, low: int, high: int) -> int | None:
+    """What `page` should make of one value: the number, or None for a 400."""
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        return None
+    sign, digits = ("-", raw[1:]) if raw.startswith("-") else ("", raw)
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > 30:  # far out of any range (and int() refuses over 4300 digits)
+        return None
+    value = int(sign + digits)
+    return value if low <= value <= high else None
+
+
+def _fails_on(parse: Callable[[], object]) -> str | None:
+    """The parameter a parser's 400 names (None if it gave a value); any other exception fails."""
+    try:
+        parse()
+    except errors.ApiError as error:
+        status, details = error.status, error.details
+    else:
+        return None
+    assert status == 400
+    parameter = details.get("parameter") if details else None
+    assert isinstance(parameter, str)
+    return parameter
+
+
+@settings(max_examples=200)
+@given(st.fixed_dictionaries({}, optional={"offset": INTEGER_TEXTS, "limit": INTEGER_TEXTS}))
+def test_any_paging_text_gives_exactly_its_number_or_a_400(query: dict[str, str]) -> None:
+    offset = _expected_integer(query.get("offset"), 0, 0, params.MAX_OFFSET)
+    limit = _expected_integer(query.get("limit"), params.DEFAULT_LIMIT, 1, params.MAX_LIMIT)
+    failed = _fails_on(lambda: params.page(query))
+    if offset is None:
+        assert failed == "offset"
+    elif limit is None:
+        assert failed == "limit"
+    else:
+        assert failed is None
+        assert params.page(query) == params.Page(offset=offset, limit=limit)
+
+
+@pytest.mark.parametrize("raw", ["--5", "-" * 3 + "1", "9" * 5000, "+5", " 5"])
+def test_malformed_and_huge_integers_are_a_400_not_a_crash(raw: str) -> None:
+    """`--5` passed the old digit check and then failed in int(), and so did 5000 digits: a 500."""
+    assert _fails_on(lambda: params.page({"offset": raw})) == "offset"
+
+
+def test_leading_zeros_do_not_count_against_the_length() -> None:
+    assert params.page({"offset": "0" * 5000 + "7", "limit": "0" * 30 + "5"}) == params.Page(7, 5)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "page_token": INTEGER_TEXTS,
+            "page_size": INTEGER_TEXTS,
+            "filter[type_in]": st.lists(
+                st.sampled_from(["endpoint", "UCM", "gateway", " ucm ", "", "toaster"]) | st.text(max_size=4),
+                max_size=4,
+            ).map(",".join),
+        },
+    )
+)
+def test_any_asset_query_gives_a_page_and_types_or_a_400(query: dict[str, str]) -> None:
+    failed = _fails_on(lambda: params.asset_page(query))
+    if failed is None:
+        page = params.asset_page(query)
+        token = query.get("page_token", "")
+        assert page.offset == (int(token) if token else 0)
+        assert 1 <= page.limit <= params.MAX_LIMIT
+    else:
+        assert failed in ("page_token", "page_size")
+    failed = _fails_on(lambda: params.asset_types(query))
+    if failed is None:
+        types = params.asset_types(query)
+        assert types is None or types <= params.ASSET_TYPES
+        assert (types is None) == ("filter[type_in]" not in query)
+    else:
+        assert failed == "filter[type_in]"
+
+
+EXPAND_ITEMS = st.sampled_from([*sorted(params.DEVICE_EXPANDS), " site ", "", " ", "Manifest", "bogus"])
+COMMA_LISTS = st.lists(EXPAND_ITEMS | st.text(max_size=6), max_size=5).map(",".join)
+
+
+@given(COMMA_LISTS)
+def test_any_expand_gives_the_named_values_or_a_400(raw: str) -> None:
+    named = {part.strip() for part in raw.split(",")} - {""}
+    failed = _fails_on(lambda: params.expand({"expand": raw}, params.DEVICE_EXPANDS))
+    if named <= params.DEVICE_EXPANDS:
+        assert failed is None
+        assert params.expand({"expand": raw}, params.DEVICE_EXPANDS) == named
+    else:
+        assert failed == "expand"
+
+
+SELECTOR_KEYS = st.one_of(
+    st.text(max_size=8).map(lambda device: f"devices[{device}]"),
+    st.sampled_from(["devices[]", "devices[a", "devices]a[", "devices[a][b]", "devices", "expand", "x"]),
+    st.text(max_size=10),
+)
+
+
+@given(st.dictionaries(SELECTOR_KEYS, COMMA_LISTS, max_size=6))
+def test_any_latest_query_gives_selectors_or_a_400(query: dict[str, str]) -> None:
+    failed = _fails_on(lambda: params.latest_selectors(query))
+    wanted = [key for key in query if key.startswith("devices[") and key.endswith("]") and len(key) > 9]
+    if failed is not None:
+        assert failed == "devices"
+        assert not wanted
+        return
+    selected = params.latest_selectors(query)
+    assert len(selected) == len(wanted)
+    for device, attributes in selected.items():
+        assert all(name and name == name.strip() and "," not in name for name in attributes)
+        assert set(attributes) == set(params.comma_list(query[f"devices[{device}]"]))
+
+
+def test_too_many_latest_devices_is_a_400() -> None:
+    query = {f"devices[d{n}]": "a" for n in range(params.MAX_LATEST_DEVICES + 1)}
+    assert _fails_on(lambda: params.latest_selectors(query)) == "devices"
+
+
+# Years 2 to 9998, so that moving to UTC cannot leave the calendar (hypothesis takes naive bounds).
+DATETIMES = st.datetimes(
+    min_value=dt.datetime(2, 1, 1),  # noqa: DTZ001 - a bound, not a time
+    max_value=dt.datetime(9998, 12, 31),  # noqa: DTZ001 - a bound, not a time
+)
+AWARE_TIMES = st.builds(
+    lambda moment, minutes: moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes))),
+    DATETIMES,
+    st.integers(-(23 * 60 + 59), 23 * 60 + 59),
+)
+MOMENT_TEXTS = st.one_of(
+    AWARE_TIMES.map(lambda moment: moment.isoformat()),
+    AWARE_TIMES.map(lambda moment: moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")),
+    DATETIMES.map(lambda moment: moment.isoformat()),  # no time zone: a 400
+    st.from_regex(r"[0-9]{0,400}(\.[0-9]{0,5})?", fullmatch=True),
+    st.sampled_from(
+        [
+            "",
+            ".",
+            "1.2.3",
+            "-5",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T00:00:00+24:00",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2025-01-01T00:00:00 Z",
+        ]
+    ),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200)
+@given(MOMENT_TEXTS)
+def test_any_moment_text_gives_finite_unix_seconds_or_a_400(raw: str) -> None:
+    failed = _fails_on(lambda: params.moment(raw, "t"))
+    if failed is not None:
+        assert failed == "t"
+        return
+    seconds = params.moment(raw, "t")
+    assert math.isfinite(seconds)
+    text = raw.strip()
+    if re.fullmatch(r"[0-9]*\.?[0-9]*", text):
+        assert seconds == float(text)
+    else:
+        parsed = dt.datetime.fromisoformat(text)
+        assert parsed.tzinfo is not None
+        assert seconds == parsed.timestamp()
+
+
+def test_a_moment_of_too_many_digits_is_a_400_not_infinity() -> None:
+    assert _fails_on(lambda: params.moment("9" * 400, "received_at_to")) == "received_at_to"
+
+
+# Up to a second before the end of year 9999: rounding to microseconds must not reach year 10000.
+@given(st.floats(min_value=0, max_value=253_402_300_798))
+def test_rfc3339_reads_back_as_the_same_moment(timestamp: float) -> None:
+    assert params.moment(dto.rfc3339(timestamp), "t") == pytest.approx(timestamp, abs=1e-4)
+
+
+def _mixed_case(words: list[str]) -> st.SearchStrategy[str]:
+    return st.sampled_from(words).flatmap(lambda word: st.sampled_from([word, word.lower(), word.title()]))
+
+
+LOG_QUERIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "received_at_from": MOMENT_TEXTS,
+        "received_at_to": MOMENT_TEXTS,
+        "severity": _mixed_case(["DEBUG", "INFO", "WARNING", "ERROR", "FATAL", ""]) | st.text(max_size=6),
+        "order": _mixed_case(["RECEIVED_AT_ASC", "RECEIVED_AT_DESC", "CREATED_AT_ASC"]) | st.text(max_size=6),
+        "show": _mixed_case(["ALL", "PERSISTED_ONLY", "TEMPORARY_ONLY", "NONE"]) | st.text(max_size=6),
+        "offset": INTEGER_TEXTS,
+        "limit": INTEGER_TEXTS,
+    },
+)
+
+
+@given(LOG_QUERIES)
+def test_any_log_query_gives_filters_or_a_400_naming_one_of_them(query: dict[str, str]) -> None:
+    failed = _fails_on(lambda: params.log_query(query))
+    if failed is not None:
+        assert failed in query
+        return
+    parsed = params.log_query(query)
+    for bound in (parsed.received_from, parsed.received_to):
+        assert bound is None or math.isfinite(bound)
+    assert (parsed.severity is None) == (not query.get("severity"))
+
+
+EXECUTION_QUERIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "state.in": st.lists(
+            _mixed_case(["NEW", "IN_PROGRESS", "SUCCESS", "ERROR", "TIMEOUT", "DONE"]) | st.text(max_size=4),
+            max_size=3,
+        ).map(",".join),
+        "name.in": COMMA_LISTS,
+        "device_id.in": COMMA_LISTS,
+        "created_at.gte": MOMENT_TEXTS,
+        "created_at.lt": MOMENT_TEXTS,
+        "expand": st.lists(st.sampled_from(["log", "ephemeral", " log", "LOG", ""]), max_size=3).map(
+            ",".join
+        ),
+        "order": _mixed_case(["CREATED_AT_ASC", "CREATED_AT_DESC", "RECEIVED_AT_ASC"]),
+        "offset": INTEGER_TEXTS,
+        "limit": INTEGER_TEXTS,
+    },
+)
+
+
+@given(EXECUTION_QUERIES)
+def test_any_execution_query_gives_filters_or_a_400_naming_one_of_them(query: dict[str, str]) -> None:
+    failed = _fails_on(lambda: params.execution_query(query))
+    if failed is not None:
+        assert failed in query
+        return
+    parsed = params.execution_query(query)
+    for bound in (parsed.created_from, parsed.created_before):
+        assert bound is None or math.isfinite(bound)
+    for names in (parsed.names, parsed.device_ids):
+        assert names is None or all(name and name == name.strip() for name in names)
+    assert parsed.with_log == ("log" in params.comma_list(query.get("expand", "")))
+
+
+NOT_JSON = ("1e999", "NaN", "-Infinity", '"\\ud800"', '"\\udc00x"')
+# JSON text from its own tokens, so that most examples are (nearly) JSON, with the values that are
+# not: NaN, Infinity, numbers that overflow, lone surrogate escapes.
+JSON_TOKENS = st.sampled_from(
+    [*("{", "}", "[", "]", ",", ":", " ", '"a"', '"\\ud83d\\ude00"', "1", "-0.5", "true", "null"), *NOT_JSON]
+)
+BODY_BYTES = st.one_of(
+    st.binary(max_size=80),
+    st.lists(JSON_TOKENS, max_size=16).map(lambda tokens: "".join(tokens).encode()),
+    st.tuples(
+        st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers() | st.floats(), max_size=3),
+        st.sampled_from(["utf-8", "utf-16-le", "utf-16", "utf-32"]),
+    ).map(lambda pair: json.dumps(pair[0]).encode(pair[1])),
+)
+
+
+@settings(max_examples=200)
+@given(BODY_BYTES)
+def test_any_body_gives_a_storable_json_object_or_a_400(body: bytes) -> None:
+    refused: tuple[int, str] | None = None
+    try:
+        value = params.json_object(body)
+    except errors.ApiError as error:
+        refused = (error.status, error.code)
+    if refused is not None:
+        assert refused == (400, "bad_request")
+        return
+    assert isinstance(value, dict)
+    # What the handlers keep (SQLite, UTF-8) and send back (strict JSON) must hold it.
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    text.encode("utf-8")
+    assert json.loads(text) == value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": NaN}',
+        b'{"arguments": {"x": -Infinity}}',
+        b'{"arguments": {"x": 1e999}}',
+        b'{"name": "\\ud800"}',
+        b'{"\\udc00": 1}',
+        '{"name":"'.encode("utf-16-le") + b"\x00\xd8" + '"}'.encode("utf-16-le"),
+    ],
+)
+def test_bodies_that_are_not_strict_json_are_a_400(body: bytes) -> None:
+    """NaN would make the echoing replies invalid JSON; a lone surrogate failed in SQLite (a 500)."""
+    with pytest.raises(errors.ApiError) as caught:
+        params.json_object(body)
+    assert (caught.value.status, caught.value.code) == (400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    ("location", "field"), [({"name": 5}, "location.name"), ({"name": "x" * 201}, "location.name")]
+)
+def test_a_bad_location_name_is_named_as_such(location: JsonValue, field: str) -> None:
+    """It was reported as `name`, the site's own name, which the client had right."""
+    assert _fails_on(lambda: params.site_changes({"name": "Site", "location": location})) == field
+
+
+def test_strict_json_bodies_still_parse() -> None:
+    assert params.json_object(b'{"name": "\\ud83d\\ude00", "x": 1.5e300}') == {
+        "name": "\U0001f600",
+        "x": 1.5e300,
+    }
+    assert params.json_object('{"name": "é"}'.encode("utf-16")) == {"name": "é"}
+
+
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            *("", " ", "MQTT", "mqtts", "my-slug", "Bad Slug", "00000000-0000-0000-0000-000000000000"),
+            *("45.5", "-91", "nan", "1e999", "x" * 65, "x" * 201, "Europe/Berlin"),
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+LOCATIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": FIELD_VALUES,
+        "latitude": FIELD_VALUES | st.floats(-100, 100),
+        "longitude": FIELD_VALUES | st.floats(-200, 200),
+        "altitude": st.integers(),
+    },
+)
+BODIES = st.dictionaries(
+    st.sampled_from(["name", "device_name", "slug", "arguments", "ephemeral", "protocol", "timezone"]),
+    FIELD_VALUES,
+    max_size=5,
+).flatmap(
+    lambda body: st.one_of(
+        st.just(body), (LOCATIONS | FIELD_VALUES).map(lambda location: {**body, "location": location})
+    )
+)
+
+
+@settings(max_examples=200)
+@given(BODIES)
+def test_any_body_gives_each_parser_a_value_or_a_400_naming_a_field(body: dict[str, JsonValue]) -> None:
+    location = body.get("location")
+    fields = set(body) | {f"location.{key}" for key in (location if isinstance(location, dict) else {})}
+
+    def check(parse: Callable[[], object], required: str | None = None) -> bool:
+        failed = _fails_on(parse)
+        assert failed is None or failed in fields or failed == required
+        return failed is None
+
+    if check(lambda: params.command_request(body), "name"):
+        command = params.command_request(body)
+        assert 0 < len(command.name) <= 200
+        assert isinstance(command.arguments, dict)
+        assert isinstance(command.ephemeral, bool)
+    # A blank `device_name` (the older name of the field) is reported as `name`.
+    if check(lambda: params.device_changes(body), "name"):
+        changes = params.device_changes(body)
+        assert changes.name is None or changes.name.strip()
+        assert changes.slug is None or slugs.slug_problem(changes.slug) is None
+    if check(lambda: params.site_changes(body)):
+        site = params.site_changes(body)
+        assert site.name is None or site.name.strip()
+        if site.location is not None:
+            latitude, longitude = site.location.latitude, site.location.longitude
+            assert latitude is None or -90 <= latitude <= 90
+            assert longitude is None or -180 <= longitude <= 180
+    if check(lambda: params.mqtt_protocol(body), "protocol"):
+        assert params.mqtt_protocol(body) in MqttProtocol

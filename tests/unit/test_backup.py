@@ -21,7 +21,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import given
@@ -146,6 +146,63 @@ def test_member_names_of_a_backup_are_accepted(name: str) -> None:
 def test_any_other_member_name_is_refused(name: str) -> None:
     with pytest.raises(ArchiveError, match="unexpected member"):
         check_member_name(name)
+
+
+# Paths near the allowed names: the names themselves, pki/ with odd parts, traversal, absolute paths.
+MEMBER_PARTS = st.sampled_from(
+    [MANIFEST, DATABASE, CONFIG, "pki", "ca.key", "..", ".", "", "/", "\\", "-x", "a" * 64, "a" * 65, "\n"]
+)
+MEMBER_NAMES = st.one_of(
+    st.lists(MEMBER_PARTS | st.text(max_size=4), min_size=1, max_size=4).map("/".join),
+    st.from_regex(r"pki/[A-Za-z0-9._/-]{0,66}", fullmatch=True),
+    st.text(max_size=20),
+)
+
+
+@given(MEMBER_NAMES)
+def test_any_member_name_is_refused_or_stays_inside_the_staging_directory(name: str) -> None:
+    refusal: str | None = None
+    try:
+        check_member_name(name)
+    except ArchiveError as error:
+        refusal = str(error)
+    if refusal is not None:
+        assert "unexpected member" in refusal
+        return
+    path = PurePosixPath(name)
+    assert not path.is_absolute()
+    assert ".." not in path.parts
+    assert str(path) == name  # no "./", "//" or trailing "/" that unpacking would read otherwise
+    assert len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "pki")
+
+
+MEMBERS = st.dictionaries(
+    st.sampled_from([DATABASE, CONFIG])
+    | st.from_regex(r"pki/[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True),
+    st.tuples(st.binary(min_size=32, max_size=32).map(bytes.hex), st.integers(0, 2**63)),
+    max_size=4,
+)
+
+
+@given(
+    members=MEMBERS,
+    text=st.text(max_size=10),
+    numbers=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
+    site_id=st.none() | st.text(max_size=10),
+)
+def test_every_manifest_reads_back_as_written(
+    members: dict[str, tuple[str, int]], text: str, numbers: tuple[int, int], site_id: str | None
+) -> None:
+    written = Manifest(
+        format_version=backup.FORMAT_VERSION,
+        gateway_version=text,
+        schema_version=numbers[0],
+        site_id=site_id,
+        created_at=text,
+        devices=numbers[1],
+        members=tuple(Member(name, digest, size) for name, (digest, size) in sorted(members.items())),
+    )
+    assert parse_manifest(written.to_json()) == written
 
 
 def test_the_members_must_be_exactly_those_listed_and_intact() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.blueprints.manifest import (
@@ -1232,6 +1233,95 @@ def test_check_arguments_with_a_parsed_manifest() -> None:
     assert check_arguments(enable, {"load": "r7"}) == [
         'arguments.load: must be one of "r1", "r2", "r3", "r4", "r5", "r6"'
     ]
+
+
+# What devices send and API clients put in arguments: any JSON value, weighted to the edges.
+CHECKED_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.sampled_from([0, 1, 1.0, -0.0, 2**53 + 1, 1e300, "eco", "1"]),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+ENUMS = st.none() | st.lists(
+    st.booleans() | st.integers(-3, 3) | st.floats(-3, 3) | st.sampled_from(["eco", "boost", "1"]),
+    min_size=1,
+    max_size=4,
+).map(tuple)
+
+
+def _json_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@given(st.sampled_from(AttributeType), ENUMS, CHECKED_VALUES)
+def test_any_value_fits_an_attribute_or_gets_a_reason(
+    value_type: AttributeType, enum: tuple[JsonValue, ...] | None, value: JsonValue
+) -> None:
+    if enum is not None:
+        # A validated manifest's enum holds only values of its type (true is no integer there).
+        enum = tuple(item for item in enum if check_value(attribute(value_type), item) is None) or None
+    reason = check_value(attribute(value_type, enum), value)
+    if reason is not None:
+        assert reason.startswith("must be ")
+        assert value is not None
+        return
+    if value is None or value_type is T.JSON:
+        return
+    if enum is not None:
+        assert any(value == item and isinstance(value, bool) == isinstance(item, bool) for item in enum)
+    fits = {
+        T.BOOLEAN: isinstance(value, bool),
+        T.INTEGER: _json_number(value) and float(value).is_integer(),  # type: ignore[arg-type]
+        T.FLOAT: _json_number(value),
+        T.STRING: isinstance(value, str),
+        T.ARRAY_OF_STRINGS: isinstance(value, list) and all(isinstance(item, str) for item in value),
+        T.ALERTS: isinstance(value, list) and all(isinstance(item, str) for item in value),
+        T.OBJECT: isinstance(value, dict),
+    }
+    assert fits[value_type], (value_type, value)
+
+
+ARGUMENTS = st.builds(
+    lambda name, value_type, required, enum, bounds: Argument(
+        name, value_type, name, required, enum, min(bounds, default=None), max(bounds, default=None)
+    ),
+    st.sampled_from(["value", "mode", "count"]),
+    st.sampled_from(AttributeType),
+    st.booleans(),
+    ENUMS,
+    st.lists(st.integers(-5, 5) | st.floats(-5, 5), max_size=2),
+)
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(ARGUMENTS, max_size=3, unique_by=lambda argument: argument.name),
+    st.dictionaries(st.sampled_from(["value", "mode", "count", "speed"]), CHECKED_VALUES, max_size=4),
+)
+def test_any_arguments_fit_a_command_or_get_one_line_per_problem(
+    declared: list[Argument], arguments: dict[str, JsonValue]
+) -> None:
+    command = Command("c", "C", Role.USER, {argument.name: argument for argument in declared}, ())
+    problems = check_arguments(command, arguments)
+    names = [problem.split(":", 1)[0].removeprefix("arguments.") for problem in problems]
+    assert all(problem.startswith("arguments.") for problem in problems)
+    assert len(names) == len(set(names))  # one line per argument
+    for name, value in arguments.items():
+        argument = command.arguments.get(name)
+        if argument is None:
+            assert f"arguments.{name}: unknown argument" in problems
+        elif name not in names and _json_number(value):
+            assert argument.minimum is None or value >= argument.minimum  # type: ignore[operator]
+            assert argument.maximum is None or value <= argument.maximum  # type: ignore[operator]
+    for argument in declared:
+        if argument.required and arguments.get(argument.name) is None:
+            assert f"arguments.{argument.name}: is required" in problems
 
 
 # --- Any input: a Manifest or a ManifestError ---------------------------------------------------

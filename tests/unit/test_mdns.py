@@ -3,7 +3,9 @@ DNS library), the interface choice, the answer address and the alias."""
 
 from __future__ import annotations
 
+import re
 import struct
+import uuid
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import dns.flags
@@ -103,6 +105,49 @@ def test_every_name_roundtrips(labels: list[str], query_id: int) -> None:
     assert query.is_response(dns.message.from_wire(address_answer(parsed, IPv4Address("10.0.0.1"))))
 
 
+@st.composite
+def near_queries(draw: st.DrawFn) -> tuple[bytes, list[bytes] | None]:
+    """A query packet near the one we answer, and its labels if it is well formed up to the tail."""
+    flags = draw(st.sampled_from([0, 0x0100, 0x8000, 0x0800, 0x0400]) | st.integers(0, 0xFFFF))
+    questions = draw(st.sampled_from([1, 1, 0, 2]))
+    counts = draw(st.lists(st.integers(0, 3), min_size=3, max_size=3))
+    header = struct.pack("!6H", draw(st.integers(0, 0xFFFF)), flags, questions, *counts)
+    drawn = draw(
+        st.lists(
+            st.binary(min_size=1, max_size=20)
+            | st.from_regex(rb"[A-Za-z0-9-]{1,63}", fullmatch=True)
+            | st.just(b"x" * 64),
+            max_size=6,
+        )
+    )
+    name = b"".join(bytes([len(label)]) + label for label in drawn) + b"\0"
+    labels: list[bytes] | None = drawn
+    if draw(st.booleans()):
+        # A wrong length byte, a pointer, or the name cut short.
+        at = draw(st.integers(0, len(name) - 1))
+        name = name[:at] + draw(st.sampled_from([b"\xc0\x0c", b"\x3f", b"\x00", b""])) + name[at + 1 :]
+        labels = None
+    qtype = draw(st.sampled_from([1, 255, 28, 12]) | st.integers(0, 0xFFFF))
+    qclass = draw(st.sampled_from([1, 0x8001, 3, 0xFF]) | st.integers(0, 0xFFFF))
+    tail = struct.pack("!HH", qtype, qclass)[: draw(st.sampled_from([4, 4, 3, 0]))]
+    return header + name + tail + draw(st.binary(max_size=8)), labels
+
+
+@given(near_queries())
+def test_near_queries_give_a_query_we_can_answer_or_none(packet: tuple[bytes, list[bytes] | None]) -> None:
+    data, labels = packet
+    parsed = parse_address_query(data)
+    if parsed is None:
+        return
+    assert data.startswith(struct.pack("!H", parsed.id))
+    if labels is not None:
+        assert parsed.name == ".".join(label.decode("ascii").lower() for label in labels)
+    reply = dns.message.from_wire(address_answer(parsed, IPv4Address("10.0.0.1")))
+    assert reply.id == parsed.id
+    (rrset,) = reply.answer
+    assert [item.address for item in rrset] == ["10.0.0.1"]
+
+
 def entry(interface: str, address: str, prefix: int = 24) -> InterfaceAddress:
     return InterfaceAddress(interface, ip_address(address), prefix)
 
@@ -171,6 +216,14 @@ def test_the_alias_is_stable_and_a_valid_label() -> None:
     assert long.endswith("-3f2a9c")
 
 
+@given(st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True), st.uuids())
+def test_the_alias_of_any_host_name_is_a_valid_label(hostname: str, gateway_id: uuid.UUID) -> None:
+    label = alias(hostname, str(gateway_id))
+    assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label)
+    assert label.endswith("-" + gateway_id.hex[:6])
+    assert label != hostname
+
+
 def test_ipv6_addresses_are_kept_as_such() -> None:
     (only,) = choose([entry("eth0", "2001:db8::5", 64)], ())
     assert isinstance(only.address, IPv6Address)
@@ -184,6 +237,7 @@ def test_ipv6_addresses_are_kept_as_such() -> None:
         ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # another process's watchdog
         ({"WATCHDOG_USEC": "0"}, None),
         ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "9" * 400}, None),  # no float holds it; no one sets such a watchdog
         ({}, None),
     ],
 )

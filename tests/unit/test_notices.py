@@ -390,3 +390,34 @@ def test_disconnect_line_round_trips(prefix: str, client_id: str, template: tupl
 def test_2_1_disconnect_line_round_trips(prefix: str, client_id: str, address: str) -> None:
     line = f"{prefix}Client {client_id} [{address}] disconnected: session taken over."
     assert notices.parse(line) == ClientDisconnected(client_id, "session taken over")
+
+
+# Broker phrases repeated up to the line limit: the shape that would make a backtracking pattern
+# slow. Hypothesis's deadline turns such a slowdown into a failure.
+_PHRASES = _TRICKY | st.sampled_from(
+    [
+        "New client connected from ",
+        "127.0.0.1:1",
+        "::1:5",
+        " [",
+        "]",
+        " [::1:5]",
+        "(p2, c1, k60)",
+        " (p2, c1, k60, u'",
+        " disconnected: ",
+        "Bad socket read/write on client ",
+        "Socket error on client ",
+    ]
+)
+LONG_LINES = st.lists(st.tuples(_PHRASES, st.integers(1, 120)), min_size=1, max_size=6).map(
+    lambda runs: "".join(phrase * count for phrase, count in runs)[: notices.MAX_LINE_CHARS + 1]
+)
+
+
+@given(PREFIXES, LONG_LINES)
+def test_long_lines_of_broker_phrases_parse_quickly(prefix: str, line: str) -> None:
+    event = notices.parse(prefix + line)
+    assert isinstance(event, ClientConnected | ClientDisconnected | type(None))
+    if event is not None:
+        assert event.client_id
+        assert event.client_id in line

@@ -12,6 +12,7 @@ from gateway.api.control import (
     BrokerStatus,
     RecentProblems,
     StatusDocument,
+    missing_status_fields,
     render_status,
 )
 from gateway.api.health import Check, Health
@@ -112,6 +113,27 @@ def status(**changes: object) -> StatusDocument:
     }
     document.update(changes)  # type: ignore[typeddict-item]
     return document
+
+
+def test_a_status_document_of_this_version_has_every_field() -> None:
+    assert missing_status_fields(status()) == []
+
+
+def test_a_status_from_a_daemon_of_another_version_names_what_it_lacks() -> None:
+    older = status()
+    del older["store"]["set_aside"]  # type: ignore[misc]
+    assert missing_status_fields(older) == ["store.set_aside"]
+    assert missing_status_fields({"version": "0.0.1", "store": "?"}) == [
+        "broker",
+        "devices",
+        "health",
+        "ingest",
+        "mdns",
+        "pid",
+        "recent_problems",
+        "store",
+        "uptime_s",
+    ]
 
 
 def test_status_of_a_healthy_gateway() -> None:

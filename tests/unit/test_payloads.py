@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import (
@@ -483,3 +484,54 @@ def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
     result = decode(MessageKind.TELEMETRY, rb'{"timestamp": 1, "s": "\ud83d\ude00", "b": "\\ud800"}', 1.0)
     assert isinstance(result, Telemetry)
     assert result.values == {"s": "\U0001f600", "b": "\\ud800"}
+
+
+# JSON text built from the grammar, with the fields each kind reads, so that most examples are
+# nearly valid messages; its leaves include what strict JSON refuses: NaN, Infinity, overflowing
+# numbers, lone surrogate escapes, too many digits, nesting deeper than MAX_NESTING.
+JSON_KEYS = st.sampled_from(
+    [
+        *('"timestamp"', '"alerts"', '"message"', '"severity"', '"persist"', '"id"', '"state"'),
+        *('"payload"', '"v"', '"\\udc00"', '"\\ud83d\\ude00"'),
+    ]
+)
+JSON_LEAVES = st.sampled_from(
+    [
+        *("1", "-0.5", "1700000000", "1e3", "true", "false", "null", '""', '"x"'),
+        *('"info"', '"WARNING"', '"completed"', '"log"', '"\\ud83d\\ude00"', "[]", "{}"),
+        *("NaN", "Infinity", "-Infinity", "1e999", '"\\ud800"', '"a\\udfff"', "9" * 5000),
+        *("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1), "tru", '"unterminated', "01"),
+    ]
+)
+JSON_TEXTS = st.recursive(
+    JSON_LEAVES,
+    lambda children: (
+        st.lists(children, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+        | st.lists(st.tuples(JSON_KEYS, children), max_size=4).map(
+            lambda pairs: "{" + ",".join(f"{key}:{value}" for key, value in pairs) + "}"
+        )
+    ),
+    max_leaves=8,
+)
+PAYLOAD_TEXTS = st.lists(st.tuples(JSON_KEYS, JSON_TEXTS), max_size=5).map(
+    lambda pairs: "{" + ", ".join(f"{key}: {value}" for key, value in pairs) + "}"
+)
+
+
+@settings(max_examples=200)
+@given(kind=st.sampled_from(MessageKind), text=PAYLOAD_TEXTS | JSON_TEXTS)
+def test_json_like_payloads_give_a_storable_message_or_an_error(kind: MessageKind, text: str) -> None:
+    result = decode(kind, text.encode(), NOW)
+    assert isinstance(result, (*DEVICE_MESSAGE_TYPES, PayloadError))
+    if isinstance(result, PayloadError):
+        assert result.reason in {"not_json", "not_object", "bad_timestamp", "bad_alerts", "bad_field"}
+        assert 0 < len(result.detail) < 200
+        return
+    # What the store and the HTTP API do with it must work: strict JSON, UTF-8, a finite time.
+    if isinstance(result, Telemetry | Properties):
+        assert math.isfinite(result.timestamp)
+        json.dumps(dict(result.values), allow_nan=False, ensure_ascii=False).encode()
+    elif isinstance(result, CommandResponse):
+        json.dumps(dict(result.payload), allow_nan=False, ensure_ascii=False).encode()
+    else:
+        result.message.encode()

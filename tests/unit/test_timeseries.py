@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import datetime as dt
+import io
 import json
 from collections.abc import Sequence
 from typing import cast
@@ -848,3 +851,82 @@ def _summary(run: Sequence[Partial]) -> Partial:
         last=run[-1].last,
         last_ts=run[-1].last_ts,
     )
+
+
+# --- the CSV reads back --------------------------------------------------------------------------------
+
+# Names as parse_query accepts them (checked below through parse_query itself).
+NAMES = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Zs"), blacklist_characters="=,\x85"),
+    min_size=1,
+    max_size=6,
+)
+# Cell text with everything CSV must quote: separators, quotes, both line breaks, and other text.
+CELL_TEXT = st.text(
+    st.sampled_from([",", '"', "\r", "\n", " ", "a", "é", "\u2028"]) | st.characters(), max_size=8
+)
+VALUES_OF: dict[DataType, st.SearchStrategy[JsonValue]] = {
+    DataType.FLOAT: st.floats(allow_nan=False, allow_infinity=False),
+    DataType.INTEGER: st.integers(-(2**63), 2**63 - 1),
+    DataType.BOOLEAN: st.booleans(),
+    DataType.STRING: CELL_TEXT,
+    DataType.STRING_ARRAY: st.lists(CELL_TEXT, max_size=3),
+}
+
+
+@st.composite
+def columns(draw: st.DrawFn) -> list[Column]:
+    result = []
+    for index in range(draw(st.integers(0, 3))):
+        device, attribute = draw(NAMES), draw(NAMES)
+        # The names go through the request parser, as in the handler.
+        (request,) = parse_query(
+            {
+                "from": 0,
+                "to": 600,
+                "granularity": "60s",
+                "telemetry": [{"device": device, "attribute": attribute}],
+            }
+        ).columns
+        data_type = draw(st.sampled_from(DataType))
+        values = draw(
+            st.dictionaries(st.integers(0, 9).map(lambda n: n * 60), VALUES_OF[data_type], max_size=4)
+        )
+        result.append(Column(dataclasses.replace(request, selector_index=index), data_type, values))
+    return result
+
+
+def _read(cell: str, data_type: DataType) -> JsonValue:
+    """A CSV cell as python-sdk's `DataType.parse_value` reads it."""
+    if not cell:
+        return None
+    if data_type is DataType.FLOAT:
+        return float(cell)
+    if data_type is DataType.INTEGER:
+        return int(cell)
+    if data_type is DataType.BOOLEAN:
+        return {"true": True, "false": False}[cell]
+    if data_type is DataType.STRING_ARRAY:
+        parsed: JsonValue = json.loads(cell)
+        return parsed
+    return cell
+
+
+@settings(max_examples=60)
+@given(columns())
+def test_rendered_csv_reads_back_to_the_same_labels_and_values(rendered: list[Column]) -> None:
+    types, body = render_csv(rendered)
+    assert types == [column.data_type.value for column in rendered]
+    header, *rows = csv.reader(io.StringIO(body, newline=""))
+    assert header[0] == "ts"
+    for cell, column in zip(header[1:], rendered, strict=True):
+        # python-sdk's Labels.parse: split on " ", then on "=".
+        labels = dict(part.split("=") for part in cell.split(" "))
+        assert labels == {"device": column.request.device, "telemetry": column.request.attribute}
+    buckets = sorted({bucket for column in rendered for bucket in column.values})
+    assert [int(row[0]) for row in rows] == buckets
+    for row in rows:
+        for cell, column in zip(row[1:], rendered, strict=True):
+            value = column.values.get(int(row[0]))
+            # An empty cell is null (§7.2), so an empty string cannot be told from one.
+            assert _read(cell, column.data_type) == (None if value == "" else value)

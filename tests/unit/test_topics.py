@@ -152,3 +152,45 @@ def test_valid_topics_round_trip(hardware_id: str, channel_id: str, suffix: str)
 def test_command_topic_names_the_same_channel(hardware_id: str, channel_id: str) -> None:
     topic = topics.command_requests_topic(ChannelRef(hardware_id, channel_id))
     assert topic.split("/") == ["v1", "to", hardware_id, channel_id, "v1", "command", "requests"]
+
+
+# Levels a device topic is made of, valid and not, so that most examples are near a real topic.
+LEVELS = st.sampled_from(
+    ["v1", "from", "to", "v3", "telemetry", "logs", "command", "responses", "", "+", "#"]
+)
+NEAR_IDENTIFIERS = IDENTIFIERS | st.sampled_from(["", "a/b", "+", "#", "a\x00", "h" * 129, "h" * 128])
+
+
+@given(
+    hardware_id=NEAR_IDENTIFIERS,
+    channel_id=NEAR_IDENTIFIERS,
+    prefix=st.sampled_from(["v1/from", "v1/to", "v2/from", "v1", "", "/v1/from"]),
+    suffix=st.lists(LEVELS, max_size=4).map("/".join) | st.sampled_from(sorted(SUFFIXES)),
+)
+def test_near_device_topics_are_classified_by_a_known_reason(
+    hardware_id: str, channel_id: str, prefix: str, suffix: str
+) -> None:
+    topic = f"{prefix}/{hardware_id}/{channel_id}/{suffix}"
+    result = topics.parse(topic)
+    if isinstance(result, UnknownTopic):
+        assert result.reason in {"not_device_topic", "bad_identifier", "unknown_suffix"}
+        return
+    # A recognised topic re-renders to itself from what was parsed; its ids are safe to publish to.
+    channel = result.channel
+    rendered = {f"v1/from/{channel.hardware_id}/{channel.channel_id}/{known}" for known in SUFFIXES}
+    assert topic in rendered
+    assert SUFFIXES[topic.split("/", 4)[4]] is result.kind
+    topics.command_requests_topic(channel)
+
+
+@given(hardware_id=NEAR_IDENTIFIERS | st.text(max_size=5), channel_id=NEAR_IDENTIFIERS | st.text(max_size=5))
+def test_any_channel_gives_a_command_topic_or_value_error(hardware_id: str, channel_id: str) -> None:
+    channel = ChannelRef(hardware_id, channel_id)
+    try:
+        topic = topics.command_requests_topic(channel)
+    except ValueError:
+        assert not (topics.valid_identifier(hardware_id) and topics.valid_identifier(channel_id))
+        return
+    # Exactly the seven levels: no id can add a level or a wildcard.
+    assert topic.split("/") == ["v1", "to", hardware_id, channel_id, "v1", "command", "requests"]
+    assert not set("+#\x00") & set(topic)
