@@ -29,8 +29,10 @@ from gateway.store.store import Ingested, Store
 
 LOG = logging.getLogger("gateway.ingest")
 
-# aiomqtt's own queue is unbounded by default; bound it (messages past it are discarded by aiomqtt).
+# (Ingest delivers from paho's callback and queues nothing in aiomqtt; bench/ingest.py's bare
+# subscriber iterates aiomqtt's queue, bounded like this.)
 MAX_QUEUED_INCOMING = 50_000
+
 BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Cap on remembered (device, reason) pairs so a hostile fleet cannot grow memory through logging.
@@ -74,6 +76,7 @@ class Ingest:
         self.flagged: collections.Counter[str] = collections.Counter()
         # Why the latest connection attempt or connection failed ("" before any failure).
         self.last_error = ""
+        self._internal_error_logged = False
         # Set by `reconnect_now` to cut a backoff delay short.
         self._broker_back = asyncio.Event()
 
@@ -96,17 +99,16 @@ class Ingest:
             # still cuts the following delay short.
             self._broker_back.clear()
             try:
-                async with self._endpoint.client(max_queued_incoming=MAX_QUEUED_INCOMING) as client:
+                async with self._endpoint.delivering_client(self._deliver) as client:
                     await client.subscribe(topics.DEVICE_SUBSCRIPTION)
                     await client.subscribe(notices.NOTICE_TOPIC)
                     LOG.info("ingest subscribed to %s", topics.DEVICE_SUBSCRIPTION)
                     backoff = BACKOFF_FIRST_S
                     self._client = client
                     try:
-                        async for message in client.messages:
-                            payload = message.payload
-                            if isinstance(payload, bytes | bytearray):
-                                self.handle(message.topic.value, bytes(payload))
+                        # Messages go to `_deliver` as they arrive; this only waits for the end.
+                        async for _ in client.messages:
+                            pass
                     finally:
                         self._client = None
             except aiomqtt.MqttError as exc:
@@ -122,6 +124,17 @@ class Ingest:
         """The broker is back (restarted): end a reconnect delay now; device messages published
         before ingest subscribes again reach nobody."""
         self._broker_back.set()
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        """`handle`, called from paho's callback: a bug here must cost one message, not the
+        connection (paho would re-raise into aiomqtt, which drops it)."""
+        try:
+            self.handle(topic, payload)
+        except Exception:  # logged with its traceback, counted; ingest goes on
+            self.dropped["internal_error"] += 1
+            if not self._internal_error_logged:
+                self._internal_error_logged = True
+                LOG.exception("ingest failed on a message on %s; further ones are only counted", topic[:100])
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One message from the broker."""
