@@ -135,7 +135,7 @@ CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
 # (0/1) as INTEGER, numbers as REAL, strings as TEXT, arrays and objects as compact JSON in a BLOB
 # so they cannot be mistaken for strings. The series' `kind` (of its newest value) tells booleans
 # from integers. Rollups are merged into by every write batch, so they never lag the raw rows.
-ROLLUP_COLUMNS = """
+_ROLLUP_COLUMNS = """
     series_id INTEGER NOT NULL REFERENCES telemetry_series (id) ON DELETE CASCADE,
     bucket INTEGER NOT NULL,
     count INTEGER NOT NULL,
@@ -183,9 +183,9 @@ CREATE INDEX telemetry_raw_by_series ON telemetry_raw (series_id, timestamp);
 -- this index is appended to at its right edge.
 CREATE INDEX telemetry_raw_by_time ON telemetry_raw (timestamp);
 
-CREATE TABLE telemetry_1m ({ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
+CREATE TABLE telemetry_1m ({_ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
 CREATE INDEX telemetry_1m_by_bucket ON telemetry_1m (bucket);
-CREATE TABLE telemetry_1h ({ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
+CREATE TABLE telemetry_1h ({_ROLLUP_COLUMNS}) STRICT, WITHOUT ROWID;
 CREATE INDEX telemetry_1h_by_bucket ON telemetry_1h (bucket);
 
 INSERT INTO telemetry_series (device_id, attribute, kind)
@@ -237,10 +237,6 @@ FROM (
 )
 WHERE true
 GROUP BY series_id, bucket
-{ROLLUP_MERGE}"""
-
-
-ROLLUP_MERGE: Final = """
 ON CONFLICT (series_id, bucket) DO UPDATE SET
     count = count + excluded.count,
     num_count = num_count + excluded.num_count,
@@ -252,17 +248,6 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
     last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
     last_ts = max(last_ts, excluded.last_ts)
 """
-"""How partial rollup rows (`excluded`) merge into the stored ones: counts and sums add up, the
-extremes and the newest value win."""
-
-
-def rollup_upsert_sql(table: str) -> str:
-    """Insert one partial rollup row (series_id, bucket, count, num_count, total, low, high, last,
-    last_ts), merging it into the stored row of its bucket."""
-    return (
-        f"INSERT INTO {table} (series_id, bucket, count, num_count, total, low, high, last, last_ts)"
-        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){ROLLUP_MERGE}"
-    )
 
 
 # The history moved over by _V3 is rolled up once, in the same migration.

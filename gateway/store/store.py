@@ -62,8 +62,7 @@ from gateway.model import (
     Telemetry,
 )
 from gateway.slugs import slugify
-from gateway.store.rollups import partial_rollups
-from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
+from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_sql
 from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
 
 logger = logging.getLogger("gateway.store")
@@ -858,10 +857,13 @@ class Store:
                 )
                 changed[key] = (int(next(iter(rows))["id"]), kind)
         ids = {key: (changed.get(key) or self._series[key])[0] for key in newest_kind}
-        raw = [(ids[(d, a)], ts, value) for d, a, _, ts, value in history]
-        await db.executemany("INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)", raw)
+        (before,) = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM telemetry_raw")
+        await db.executemany(
+            "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)",
+            [(ids[(d, a)], ts, value) for d, a, _, ts, value in history],
+        )
         for table, size in ROLLUPS:
-            await db.executemany(rollup_upsert_sql(table), partial_rollups(raw, size))
+            await db.execute(rollup_sql(table, size, "rowid > ?"), (before[0],))
         return changed
 
     async def _apply_responses(
