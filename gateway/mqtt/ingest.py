@@ -29,10 +29,6 @@ from gateway.store.store import Ingested, Store
 
 LOG = logging.getLogger("gateway.ingest")
 
-# (Ingest delivers from paho's callback and queues nothing in aiomqtt; bench/ingest.py's bare
-# subscriber iterates aiomqtt's queue, bounded like this.)
-MAX_QUEUED_INCOMING = 50_000
-
 BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Cap on remembered (device, reason) pairs so a hostile fleet cannot grow memory through logging.
