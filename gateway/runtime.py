@@ -195,7 +195,10 @@ async def run(config: Config) -> None:
                 endpoint = external_endpoint(config.mqtt.external)
                 LOG.info("using the external broker at %s:%s", endpoint.hostname, endpoint.port)
             manifests = await ManifestCatalog.load(store)
-            lockout = Lockout(BrokerAdmin(endpoint), config.mqtt.flood_lockout)
+            # One admin for every dynsec change: its answers are told apart by a per-instance
+            # sequence in their correlation data, so two instances could take each other's answers.
+            admin = BrokerAdmin(endpoint)
+            lockout = Lockout(admin, config.mqtt.flood_lockout)
             ingest = Ingest(
                 endpoint,
                 store,
@@ -231,7 +234,7 @@ async def run(config: Config) -> None:
                 presence=presence,
                 ingest=ingest,
                 commands=commands,
-                accounts=DeviceAccounts(store, BrokerAdmin(endpoint), issuer),
+                accounts=DeviceAccounts(store, admin, issuer),
                 device_endpoint=device_endpoint(config, mqtts=issuer is not None),
                 broker=broker,
                 live=live,
