@@ -28,9 +28,7 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +41,8 @@ from fleet import (
     Fleet,
     FleetPlan,
     WrongAnswer,
+    bench_gateway,
     cpu_seconds,
-    detached,
     finish_profiler,
     issue_logins,
     peak_rss_bytes,
@@ -58,7 +56,7 @@ from history import sample
 from gateway.api.v3.provisioning import STANDALONE_CHANNEL, standalone_hardware_id
 from gateway.model import CommunicationType, DeviceType, Telemetry
 from gateway.store.store import DATABASE_FILE, Ingested, Store
-from tests.gateway_process import GatewayProcess, write_config
+from tests.gateway_process import GatewayProcess
 
 POINT_TARGET_MS: Final = 50.0
 ATTRIBUTES: Final = tuple(f"a{i}" for i in range(5))
@@ -75,7 +73,6 @@ FLEET_LEAD_S: Final = 3.0
 LIVE_CHUNK: Final = 100  # ~5.5 kB of URL: aiohttp refuses request lines over 8 kB
 LIVE_DEADLINE_S: Final = 120.0
 FINISH_WAIT_S: Final = 10.0
-_DAY: Final = 86_400.0
 
 
 class Endpoint(enum.Enum):
@@ -529,46 +526,11 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when the point reads meet their target, 1 otherwise."""
     options = arguments(argv)
-    keep = options.keep or options.dir is not None
-    if options.dir is not None:
-        options.dir.mkdir(parents=True, exist_ok=True)
-        directory = options.dir.resolve()
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    config, api_port, mqtt_port = write_config(
-        directory,
-        {
-            # Nothing loaded may be deleted, and no request refused, while the benchmark runs.
-            "retention": {
-                "telemetry_raw": 7 * _DAY,
-                "telemetry_1m": 90 * _DAY,
-                "telemetry_1h": 3650 * _DAY,
-                "max_database_mb": 0,
-            },
-            "api.rate_limit": {"requests": 0, "anonymous_requests": 0},
-        },
-    )
-    gateway = GatewayProcess(directory, config, api_port, mqtt_port, wrapper=detached())
-    print(f"work directory: {directory}; {os.cpu_count()} CPUs", flush=True)
-    try:
+    with bench_gateway(options.dir, options.keep, {}) as gateway:
+        print(f"work directory: {gateway.directory}; {os.cpu_count()} CPUs", flush=True)
         database = gateway.state_dir / DATABASE_FILE
         dataset = asyncio.run(load(database, devices=options.devices, rows=options.rows))
         return 0 if asyncio.run(bench(gateway, dataset, options)) else 1
-    except WrongAnswer as exc:
-        raise SystemExit(f"wrong answer: {exc}") from None
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything", file=sys.stderr)
-        return 130
-    except BaseException:
-        if gateway.process is not None:
-            print(gateway.log()[-4000:], file=sys.stderr)
-        raise
-    finally:
-        gateway.stop()
-        if keep:
-            print(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

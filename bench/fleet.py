@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,9 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+
+from tests.gateway_process import GatewayProcess, write_config
+from tests.peers.raw_mqtt import connect_packet, mqtt_string, remaining_length
 
 KEEPALIVE_S: Final = 60
 # CONNECTs in flight per worker: more would overflow Mosquitto's listen backlog (lost SYNs are
@@ -175,40 +179,6 @@ def payload_template(index: int, values: int) -> bytes:
     return b'{"timestamp":%.6f,"seq":%d' + readings.replace(b"%", b"%%") + b"}"
 
 
-def _string(text: str) -> bytes:
-    """An MQTT UTF-8 string: two length bytes, then the bytes."""
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def _remaining_length(n: int) -> bytes:
-    """The MQTT variable-length integer (MQTT 3.1.1 §2.2.3)."""
-    if n < 128:
-        return bytes((n,))
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def connect_packet(login: DeviceLogin, keepalive: int = KEEPALIVE_S) -> bytes:
-    """CONNECT with clean session, username and password (MQTT 3.1.1 §3.1)."""
-    flags = 0x80 | 0x40 | 0x02
-    body = (
-        _string("MQTT")
-        + bytes((4, flags))
-        + keepalive.to_bytes(2, "big")
-        + _string(login.client_id)
-        + _string(login.username)
-        + _string(login.password)
-    )
-    return b"\x10" + _remaining_length(len(body)) + body
-
-
 class _Connection:
     """One device's socket and its protocol state, in a worker."""
 
@@ -266,11 +236,11 @@ class _Worker:
                 login = plan.devices[index]
                 sock = socket.create_connection((plan.host, plan.port), timeout=CONNECT_TIMEOUT_S)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.sendall(connect_packet(login))
+                sock.sendall(connect_packet(login.username, login.password, login.client_id, KEEPALIVE_S))
                 sock.setblocking(False)
                 connection = _Connection(
                     sock,
-                    _string(telemetry_topic(login.hardware_id, login.channel_id)),
+                    mqtt_string(telemetry_topic(login.hardware_id, login.channel_id)),
                     payload_template(index, plan.values),
                 )
                 self.selector.register(sock, _READ, connection)
@@ -370,12 +340,12 @@ class _Worker:
         connection.seq += 1
         topic = connection.topic
         if self.plan.qos == 0:
-            header = b"\x30" + _remaining_length(len(topic) + len(body))
+            header = b"\x30" + remaining_length(len(topic) + len(body))
             self._send(connection, header + topic + body)
         else:
             packet_id = connection.next_id
             connection.next_id = packet_id % 65535 + 1
-            header = b"\x32" + _remaining_length(len(topic) + 2 + len(body))
+            header = b"\x32" + remaining_length(len(topic) + 2 + len(body))
             self._send(connection, header + topic + packet_id.to_bytes(2, "big") + body)
 
     def _keepalive(self, now: float) -> None:
@@ -796,3 +766,53 @@ def print_profile(collapsed: str, seconds: float) -> None:
         print(f"    by package (%): {', '.join(shares)}")
         for function, samples in functions.most_common(12):
             print(f"    {100 * samples / ticks:5.1f} %  {function}")
+
+
+_DAY: Final = 86_400.0
+QUIET: Final[dict[str, dict[str, object]]] = {
+    # Nothing loaded or sent may be deleted, and no request refused, while a benchmark runs.
+    "retention": {
+        "telemetry_raw": 7 * _DAY,
+        "telemetry_1m": 90 * _DAY,
+        "telemetry_1h": 3650 * _DAY,
+        "max_database_mb": 0,
+    },
+    "api.rate_limit": {"requests": 0, "anonymous_requests": 0},
+}
+"""The config overrides every load benchmark runs with (plus its own)."""
+
+
+@contextlib.contextmanager
+def bench_gateway(
+    work_dir: Path | None, keep: bool, overrides: dict[str, dict[str, object]]
+) -> Iterator[GatewayProcess]:
+    """A daemon (not started yet, detached: see `detached`) on a `QUIET` config with `overrides`, in
+    `work_dir` (kept) or a new temporary directory (deleted unless `keep`).
+
+    On the way out it is stopped; a wrong answer ends the run with its message, Ctrl-C with status
+    130, anything else after the tail of the daemon's log.
+    """
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        directory = work_dir.resolve()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    config, api_port, mqtt_port = write_config(directory, {**QUIET, **overrides})
+    gateway = GatewayProcess(directory, config, api_port, mqtt_port, wrapper=detached())
+    try:
+        yield gateway
+    except WrongAnswer as exc:
+        raise SystemExit(f"wrong answer: {exc}") from None
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BaseException:
+        if gateway.process is not None:
+            print(gateway.log()[-4000:], file=sys.stderr)
+        raise
+    finally:
+        gateway.stop()
+        if keep or work_dir is not None:
+            print(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -39,7 +39,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,8 +53,8 @@ from fleet import (
     FleetPlan,
     FleetResult,
     WrongAnswer,
+    bench_gateway,
     cpu_seconds,
-    detached,
     finish_profiler,
     peak_rss_bytes,
     percentile,
@@ -65,11 +64,10 @@ from fleet import (
     stop_profiler,
 )
 
-from gateway.config import MqttConfig
 from gateway.mqtt import dynsec, topics
 from gateway.mqtt.broker import BrokerFiles, find_mosquitto
 from gateway.store.store import DATABASE_FILE
-from tests.gateway_process import GatewayProcess, write_config
+from tests.gateway_process import GatewayProcess
 
 # Targets (issue 7): at TARGET_DEVICES x TARGET_RATE no loss and p99 under LATENCY_TARGET_S;
 # unthrottled, the gateway stores at least RATIO_TARGET x what the bare subscriber receives;
@@ -90,7 +88,6 @@ BARE_USERNAME: Final = "bench-bare-subscriber"
 # aiomqtt's queue of received messages is unbounded by default; an overloaded subscriber would grow
 # without limit. 50,000 is the bound ingest used when it read through that queue too.
 BARE_QUEUE: Final = 50_000
-_DAY: Final = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,62 +705,22 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def mqtt_overrides() -> dict[str, dict[str, object]]:
-    """The per-device message limit, where this version of the gateway has one, set so high that it
-    never drops a message but still judges every one (its cost stays in what is measured)."""
-    names = {field.name for field in dataclasses.fields(MqttConfig)}
-    return {"mqtt": {"device_rate_limit": 1_000_000_000}} if "device_rate_limit" in names else {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when every target that applies is met, 1 otherwise."""
     options = arguments(argv)
-    keep = options.keep or options.dir is not None
-    if options.dir is not None:
-        options.dir.mkdir(parents=True, exist_ok=True)
-        directory = options.dir.resolve()
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    config, api_port, mqtt_port = write_config(
-        directory,
-        {
-            # Nothing may be deleted, and no request refused, while the benchmark runs.
-            "retention": {
-                "telemetry_raw": 7 * _DAY,
-                "telemetry_1m": 90 * _DAY,
-                "telemetry_1h": 3650 * _DAY,
-                "max_database_mb": 0,
-            },
-            "api.rate_limit": {"requests": 0, "anonymous_requests": 0},
-            **mqtt_overrides(),
-        },
-    )
-    gateway = GatewayProcess(directory, config, api_port, mqtt_port, wrapper=detached())
-    print(f"work directory: {directory}")
-    print(
-        f"fleet: {options.devices:,} devices x "
-        + ("unthrottled" if options.unthrottled else f"{options.rate:g} msg/s")
-        + f" x {options.seconds:g} s, QoS {options.qos}, {options.values} values per message;"
-        f" {os.cpu_count()} CPUs",
-        flush=True,
-    )
-    try:
-        return 0 if asyncio.run(run(gateway, directory, options)) else 1
-    except WrongAnswer as exc:
-        raise SystemExit(f"wrong answer: {exc}") from None
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything", file=sys.stderr)
-        return 130
-    except BaseException:
-        if gateway.process is not None:
-            print(gateway.log()[-4000:], file=sys.stderr)
-        raise
-    finally:
-        gateway.stop()
-        if keep:
-            print(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
+    # The per-device message limit set so high that it never drops a message but still judges
+    # every one (its cost stays in what is measured).
+    limit: dict[str, dict[str, object]] = {"mqtt": {"device_rate_limit": 1_000_000_000}}
+    with bench_gateway(options.dir, options.keep, limit) as gateway:
+        print(f"work directory: {gateway.directory}")
+        print(
+            f"fleet: {options.devices:,} devices x "
+            + ("unthrottled" if options.unthrottled else f"{options.rate:g} msg/s")
+            + f" x {options.seconds:g} s, QoS {options.qos}, {options.values} values per message;"
+            f" {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        return 0 if asyncio.run(run(gateway, gateway.directory, options)) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A library client spends tens of microseconds per message; a flooding device in a test must outrun
 the daemon by far, so this one writes pre-encoded QoS 0 PUBLISH packets in large chunks. Only what
-the tests need: CONNECT with username and password, CONNACK, QoS 0 PUBLISH, DISCONNECT.
+the tests need: CONNECT with username and password, CONNACK, QoS 0 PUBLISH, DISCONNECT. The
+encoders are also what bench/fleet.py's simulated devices send.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class ConnectRefusedError(Exception):
         self.code = code
 
 
-def _remaining_length(length: int) -> bytes:
+def remaining_length(length: int) -> bytes:
+    """The MQTT variable-length integer (MQTT 3.1.1 §2.2.3)."""
     encoded = bytearray()
     while True:
         digit, length = length % 128, length // 128
@@ -34,15 +36,24 @@ def _remaining_length(length: int) -> bytes:
             return bytes(encoded)
 
 
-def _string(value: str) -> bytes:
+def mqtt_string(value: str) -> bytes:
+    """An MQTT UTF-8 string: two length bytes, then the bytes."""
     data = value.encode()
     return struct.pack("!H", len(data)) + data
 
 
 def publish_packet(topic: str, payload: bytes) -> bytes:
     """One QoS 0, non-retained PUBLISH packet."""
-    body = _string(topic) + payload
-    return b"\x30" + _remaining_length(len(body)) + body
+    body = mqtt_string(topic) + payload
+    return b"\x30" + remaining_length(len(body)) + body
+
+
+def connect_packet(username: str, password: str, client_id: str = "", keepalive: int = 60) -> bytes:
+    """CONNECT with clean session, username and password (MQTT 3.1.1 §3.1)."""
+    flags = 0x80 | 0x40 | 0x02  # username, password, clean session
+    variable = mqtt_string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+    body = variable + mqtt_string(client_id) + mqtt_string(username) + mqtt_string(password)
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 def connect(host: str, port: int, username: str, password: str, client_id: str = "") -> socket.socket:
@@ -50,12 +61,9 @@ def connect(host: str, port: int, username: str, password: str, client_id: str =
 
     Raises ConnectRefusedError with the broker's return code, or OSError.
     """
-    flags = 0x80 | 0x40 | 0x02  # username, password, clean session
-    variable = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 60)
-    body = variable + _string(client_id) + _string(username) + _string(password)
     sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
     try:
-        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        sock.sendall(connect_packet(username, password, client_id))
         connack = b""
         while len(connack) < 4:
             chunk = sock.recv(4 - len(connack))
