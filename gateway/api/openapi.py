@@ -1117,7 +1117,11 @@ def _device_operations(prefix: str, scoped: bool) -> list[Operation]:
 
 def _site_operations() -> list[Operation]:
     site_id = (_param("SiteId"),)
-    listing = (_param("Offset"), _param("Limit"))
+    site_listing = (
+        _param("Offset"),
+        _param("Limit"),
+        _parameter("name", "query", {"type": "string"}, "Only sites whose name contains this (any case)."),
+    )
     sites_description = "The gateway's one site, paged like every list."
     return [
         Operation(
@@ -1141,12 +1145,7 @@ def _site_operations() -> list[Operation]:
             "Sites",
             "List the sites",
             sites_description,
-            (
-                *listing,
-                _parameter(
-                    "name", "query", {"type": "string"}, "Only sites whose name contains this (any case)."
-                ),
-            ),
+            site_listing,
             responses=_ok("SiteList"),
             errors=("400",),
         ),
@@ -1167,12 +1166,7 @@ def _site_operations() -> list[Operation]:
             "Sites",
             "List the caller's sites",
             sites_description,
-            (
-                *listing,
-                _parameter(
-                    "name", "query", {"type": "string"}, "Only sites whose name contains this (any case)."
-                ),
-            ),
+            site_listing,
             responses=_ok("SiteList"),
             errors=("400",),
         ),
