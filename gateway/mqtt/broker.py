@@ -185,7 +185,6 @@ def render_config(
         f"max_packet_size {MAX_PACKET_BYTES}",
         f"plugin {plugin}",
         f"plugin_opt_config_file {files.dynsec}",
-        f"listener 0 {files.socket}",
         f"listener {mqtt.port} {mqtt.bind}",
     ]
     if tls is not None and mqtt.tls_port != 0:
@@ -200,6 +199,9 @@ def render_config(
             "require_certificate true",
             "use_identity_as_username true",
         ]
+    # Last: Mosquitto opens its listeners in this order and exits if one fails, so a connectable
+    # admin socket (what `_wait_until_listening` waits for) means the device ports are bound too.
+    lines.append(f"listener 0 {files.socket}")
     return "\n".join(lines) + "\n"
 
 

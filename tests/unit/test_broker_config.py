@@ -69,3 +69,12 @@ def test_an_orphan_is_recognised_by_our_config_path() -> None:
     assert not is_our_broker(b"/usr/sbin/mosquitto\0-c\0/etc/mosquitto/mosquitto.conf\0", config)
     assert not is_our_broker(b"/usr/bin/vim\0/var/lib/enapter-gateway/broker/mosquitto.conf\0", config)
     assert not is_our_broker(b"", config)
+
+
+def test_the_admin_socket_is_the_last_listener() -> None:
+    # Mosquitto binds listeners in order and exits when one fails; the daemon takes a connectable
+    # admin socket for "started", so a busy device port must fail before that socket exists.
+    mqtt = default_config(base_dir=Path("/etc")).mqtt
+    for tls in (TLS, None):
+        last = render_config(mqtt, FILES, PLUGIN, "gateway", tls).splitlines()[-1]
+        assert last == "listener 0 /state/broker/admin.sock"
