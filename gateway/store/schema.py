@@ -294,7 +294,18 @@ CREATE TABLE manifest_mismatches (
 ) STRICT, WITHOUT ROWID;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+# Finding devices: tags, site-wide metadata field definitions and per-device values, the indexes
+# behind the device list's filters and sorting, and the full-text index behind its `q=`.
+_V5_FIND: Final = """
+"""
+
+# Each device's timeline: a durable, bounded history of what happened to it.
+_V5_TIMELINE: Final = """
+"""
+
+_V5: Final = _V5_FIND + _V5_TIMELINE
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""
 
 TARGET_VERSION: Final[int] = len(MIGRATIONS)
