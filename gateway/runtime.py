@@ -49,6 +49,7 @@ LOG = logging.getLogger("gateway")
 
 RETENTION_CHECK_S = 60.0
 EPHEMERAL_EXECUTIONS_S = 86400.0
+DROP_SAMPLE_INTERVAL_S = 60.0
 
 
 LOCK_FILE = "daemon.lock"
@@ -260,6 +261,7 @@ async def run(config: Config) -> None:
                 group.create_task(commands.run(), name="command-timeouts")
                 group.create_task(retention(store, config.retention), name="retention")
                 group.create_task(_serve_until_stopped(services, config, stop), name="api")
+                group.create_task(_sample_drops(services), name="drop-history")
                 if advertiser is not None:
                     group.create_task(advertiser.run(), name="mdns")
                 watchdog = watchdog_interval(os.environ, os.getpid())
@@ -267,6 +269,13 @@ async def run(config: Config) -> None:
                     group.create_task(keep_watchdog_fed(watchdog), name="watchdog")
     except* _StopRequested:
         LOG.info("stopped")
+
+
+async def _sample_drops(services: Services) -> None:
+    """Sample the drop counters every minute, for the statistics' windows."""
+    while True:
+        services.sample_drops()
+        await asyncio.sleep(DROP_SAMPLE_INTERVAL_S)
 
 
 async def _serve_until_stopped(services: Services, config: Config, stop: asyncio.Event) -> None:

@@ -22,7 +22,7 @@ from gateway.api import assets_v1, commands_v1, control, health, metrics, openap
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import blueprints, commands, devices, provisioning, sites, streams, telemetry
+from gateway.api.v3 import blueprints, commands, devices, provisioning, sites, stats, streams, telemetry
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -91,6 +91,9 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", "/api/v3/sites/{site_id}", sites.get_site, Role.READONLY),
         Endpoint("PATCH", "/api/v3/sites/{site_id}", sites.update_site, Role.OWNER),
         Endpoint("DELETE", "/api/v3/sites/{site_id}", sites.delete_site, Role.OWNER),
+        # Gateway additions that Enapter's clients never call.
+        Endpoint("GET", "/api/v3/site/stats", stats.site_stats, Role.READONLY),
+        Endpoint("GET", "/api/v3/sites/{site_id}/stats", stats.site_stats, Role.READONLY),
         Endpoint("POST", "/api/v3/provisioning/standalone", provisioning.standalone, Role.INSTALLER),
         Endpoint("POST", "/api/v3/provisioning/vucm", provisioning.vucm, Role.INSTALLER),
         Endpoint("POST", "/api/v3/provisioning/ucm", provisioning.ucm, Role.INSTALLER),

@@ -307,3 +307,57 @@ def execution_response(response: ExecutionResponse) -> JsonObject:
         "payload": dict(response.payload),
         "received_at": rfc3339(response.received_at),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SiteStats:
+    """What `GET /v3/site/stats` reports over one window."""
+
+    window: str
+    start: float
+    end: float
+    devices: Sequence[DeviceView]
+    provisioned: int
+    data_points: int
+    executions_by_state: Mapping[str, int]
+    dropped_by_reason: Mapping[str, int]
+    dropped_since: float
+
+
+def _tally(keys: Sequence[str]) -> JsonObject:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return {key: counts[key] for key in sorted(counts)}
+
+
+def site_stats(stats: SiteStats) -> JsonObject:
+    """The `stats` object: counts over the site's devices now, and what happened in the window."""
+    devices = [view.device for view in stats.devices]
+    return {
+        "window": stats.window,
+        "from": rfc3339(stats.start),
+        "to": rfc3339(stats.end),
+        "devices": {
+            "total": len(devices),
+            "by_type": _tally([device.type.value for device in devices]),
+            "by_connectivity": _tally([view.connectivity.value for view in stats.devices]),
+            "by_blueprint": _tally([device.blueprint_id for device in devices]),
+            "provisioned": stats.provisioned,
+        },
+        "telemetry": {"data_points": stats.data_points},
+        "messages": {
+            "dropped": sum(stats.dropped_by_reason.values()),
+            "dropped_by_reason": {
+                reason: stats.dropped_by_reason[reason] for reason in sorted(stats.dropped_by_reason)
+            },
+            # Drops are counted in memory: from the daemon's start when that is inside the window.
+            "counted_since": rfc3339(stats.dropped_since),
+        },
+        "commands": {
+            "total": sum(stats.executions_by_state.values()),
+            "by_outcome": {
+                state: stats.executions_by_state[state] for state in sorted(stats.executions_by_state)
+            },
+        },
+    }

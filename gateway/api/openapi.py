@@ -35,6 +35,7 @@ from gateway.api.params import (
     ASSET_EXPANDS,
     ASSET_TYPES,
     DEFAULT_LIMIT,
+    DEFAULT_STATS_WINDOW,
     DEVICE_EXPANDS,
     EXECUTION_EXPANDS,
     MAX_LATEST_DEVICES,
@@ -55,6 +56,7 @@ from gateway.model import (
     MqttProtocol,
     Role,
 )
+from gateway.stats import WINDOWS
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/openapi.json"
@@ -194,6 +196,8 @@ def _schemas() -> Doc:
             }
         ),
         "SiteEnvelope": _object({"site": _ref("Site")}),
+        "SiteStatsEnvelope": _object({"stats": _ref("SiteStats")}),
+        "SiteStats": _site_stats_schema(),
         "SiteList": _object(
             {"sites": {"type": "array", "items": _ref("Site")}, "total_count": _integer(minimum=0)}
         ),
@@ -1205,6 +1209,84 @@ def _site_operations() -> list[Operation]:
     ]
 
 
+def _site_stats_schema() -> Doc:
+    counts = {"type": "object", "additionalProperties": _integer(minimum=0)}
+    timestamp = _string("RFC 3339, UTC.", format="date-time")
+    return _object(
+        {
+            "window": _enum(WINDOWS),
+            "from": timestamp,
+            "to": timestamp,
+            "devices": _object(
+                {
+                    "total": _integer("Every device of the site, the gateway included.", minimum=0),
+                    "by_type": {**counts, "description": "Device type -> devices."},
+                    "by_connectivity": {**counts, "description": "ONLINE, OFFLINE, UNKNOWN -> devices, now."},
+                    "by_blueprint": {**counts, "description": "Blueprint id -> devices."},
+                    "provisioned": _integer("Devices created in the window.", minimum=0),
+                }
+            ),
+            "telemetry": _object(
+                {"data_points": _integer("Telemetry values stored in the window (whole minutes).", minimum=0)}
+            ),
+            "messages": _object(
+                {
+                    "dropped": _integer("Device messages lost in the window.", minimum=0),
+                    "dropped_by_reason": {**counts, "description": "Why -> messages."},
+                    "counted_since": {
+                        **timestamp,
+                        "description": "Drops are counted in memory: from the daemon's start when that is "
+                        "later than the window's start.",
+                    },
+                }
+            ),
+            "commands": _object(
+                {
+                    "total": _integer("Command executions created in the window.", minimum=0),
+                    "by_outcome": {**counts, "description": "Execution state -> executions."},
+                }
+            ),
+        }
+    )
+
+
+def _site_stats_operations() -> list[Operation]:
+    window = _parameter(
+        "window",
+        "query",
+        {"type": "string", "enum": list(WINDOWS), "default": DEFAULT_STATS_WINDOW},
+        "How far back the window reaches from now.",
+    )
+    description = (
+        "Devices by type, connectivity and blueprint now; devices provisioned, telemetry values "
+        "stored, device messages dropped (by reason) and command executions (by outcome) in the window."
+    )
+    return [
+        Operation(
+            "GET",
+            "/api/v3/site/stats",
+            "getSiteStats",
+            "Sites",
+            "Site statistics (a gateway addition)",
+            description,
+            (window,),
+            responses=_ok("SiteStatsEnvelope"),
+            errors=("400",),
+        ),
+        Operation(
+            "GET",
+            "/api/v3/sites/{site_id}/stats",
+            "getSiteStatsById",
+            "Sites",
+            "Site statistics, by site id (a gateway addition)",
+            description,
+            (_param("SiteId"), window),
+            responses=_ok("SiteStatsEnvelope"),
+            errors=("400", "404"),
+        ),
+    ]
+
+
 def _site_executions_operation() -> Operation:
     return Operation(
         "GET",
@@ -1611,6 +1693,7 @@ def operations() -> list[Operation]:
     """Every documented operation, in the order of the docs page."""
     return [
         *_site_operations(),
+        *_site_stats_operations(),
         *_device_operations("/api/v3", False),
         *_device_operations("/api/v3/sites/{site_id}", True),
         _site_executions_operation(),

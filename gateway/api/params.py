@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
-from gateway import slugs
+from gateway import slugs, stats
 from gateway.api.errors import bad_request, invalid_parameter
 from gateway.model import ExecutionState, JsonObject, Location, LogSeverity, MqttProtocol
 
@@ -37,6 +37,7 @@ DEVICE_EXPANDS = frozenset(
         "manifest_mismatches",
     }
 )
+DEFAULT_STATS_WINDOW = "24h"
 ASSET_EXPANDS = frozenset({"manifest", "properties", "connectivity"})
 
 # Go's time.ParseDuration units, which Enapter's durations ("30s", "1m30s", "3600s") follow.
@@ -428,3 +429,12 @@ def mqtt_protocol(body: JsonObject) -> MqttProtocol:
     if not isinstance(raw, str) or raw.upper() not in MqttProtocol.__members__:
         raise invalid_parameter("protocol", 'must be "MQTT" or "MQTTS"')
     return MqttProtocol(raw.upper())
+
+
+def stats_window(query: Mapping[str, str]) -> tuple[str, float]:
+    """`window` of the site statistics (default 24h): its name and length in seconds."""
+    name = query.get("window") or DEFAULT_STATS_WINDOW
+    seconds = stats.WINDOWS.get(name)
+    if seconds is None:
+        raise invalid_parameter("window", f"must be one of {', '.join(stats.WINDOWS)}, got {name[:40]!r}")
+    return name, seconds

@@ -21,6 +21,7 @@ from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.broker import ManagedBroker
 from gateway.mqtt.ingest import Ingest
 from gateway.presence import Presence
+from gateway.stats import CounterHistory, Windowed
 from gateway.store.store import Store
 
 
@@ -58,6 +59,29 @@ class Services:
     mdns: Callable[[], Mapping[str, JsonValue]] = field(default=no_mdns)
     # time.monotonic() when the daemon was put together, for its uptime.
     started: float = field(default_factory=time.monotonic)
+    # Samples of the drop counters, for the site statistics' windows (`sample_drops`).
+    drop_history: CounterHistory = field(default_factory=lambda: CounterHistory(time.time()))
+
+    def dropped(self) -> dict[str, int]:
+        """Device messages lost since the daemon started, by reason: refused by ingest, or
+        lost by the store's writer."""
+        counts = dict(self.ingest.dropped)
+        store = self.store.stats
+        for reason, count in (
+            ("write_failed", store.dropped_write_failed),
+            ("unknown_device", store.skipped_unknown_device),
+        ):
+            if count:
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
+
+    def sample_drops(self) -> None:
+        """Remember the drop counters now (called every minute)."""
+        self.drop_history.record(self.clock(), self.dropped())
+
+    def drops_since(self, start: float) -> Windowed:
+        """Device messages lost from `start` on, as far as the daemon counted them."""
+        return self.drop_history.since(start, self.dropped())
 
     async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
         """Each device with its manifest, properties (those `role` may read), connectivity and

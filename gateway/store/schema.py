@@ -303,7 +303,16 @@ _V5_FIND: Final = """
 _V5_TIMELINE: Final = """
 """
 
-_V5: Final = _V5_FIND + _V5_TIMELINE
+# Telemetry values stored per minute of the gateway's clock, for the site statistics: a window's
+# count reads at most 43,200 rows instead of the rollups of every series.
+_V5_STATS: Final = """
+CREATE TABLE telemetry_received (
+    minute INTEGER PRIMARY KEY NOT NULL,
+    data_points INTEGER NOT NULL
+) STRICT;
+"""
+
+_V5: Final = _V5_FIND + _V5_TIMELINE + _V5_STATS
 
 MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""

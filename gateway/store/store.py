@@ -93,6 +93,8 @@ _TELEMETRY_TIME_COLUMNS: Final = {
 }
 _EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
 
+# telemetry_received keeps a row a minute for the site statistics' longest window (30 days).
+RECEIVED_KEPT_MINUTES: Final = 31 * 24 * 60
 BATCH_SECONDS_BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds of the batch duration histogram (`StoreStats.batch_seconds_buckets`): a batch takes
 milliseconds on a PC and up to seconds on a slow SD card."""
@@ -180,6 +182,19 @@ class StoreStats:
     # BATCH_SECONDS_BOUNDS and then infinity (the count of all timed batches).
     batch_seconds_sum: float = 0.0
     batch_seconds_buckets: tuple[tuple[float, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteActivity:
+    """What a site's devices did since a time (the stored part of the site statistics).
+
+    `data_points` counts telemetry values stored in whole minutes of the gateway's clock from
+    that time on.
+    """
+
+    provisioned: int
+    data_points: int
+    executions_by_state: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -547,6 +562,8 @@ class Store:
         self._task: asyncio.Task[None] | None = None
         # (device_id, attribute) -> (series id, kind), as committed; filled as batches need it.
         self._series: _SeriesIds = {}
+        # The minute of the last telemetry_received write, to purge that table once a minute.
+        self._received_minute = 0
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -864,6 +881,18 @@ class Store:
         )
         for table, size in ROLLUPS:
             await db.execute(rollup_sql(table, size, "rowid > ?"), (before[0],))
+        minute = int(self._clock() // 60)
+        await db.execute(
+            "INSERT INTO telemetry_received (minute, data_points) VALUES (?, ?)"
+            " ON CONFLICT (minute) DO UPDATE SET data_points = data_points + excluded.data_points",
+            (minute, len(history)),
+        )
+        if minute != self._received_minute:
+            # Once a minute: the statistics' longest window is 30 days.
+            self._received_minute = minute
+            await db.execute(
+                "DELETE FROM telemetry_received WHERE minute < ?", (minute - RECEIVED_KEPT_MINUTES,)
+            )
         return changed
 
     async def _apply_responses(
@@ -1813,6 +1842,24 @@ class Store:
             [*parameters, limit, offset],
         )
         return await self._with_responses(rows), count["n"]
+
+    async def activity_since(self, since: float) -> SiteActivity:
+        """What happened on the site from `since` on, for the statistics (index-served counts)."""
+        rows = await self._fetch(
+            "SELECT 'provisioned' AS what, NULL AS state, count(*) AS n FROM devices"
+            " WHERE created_at >= :since AND type != 'GATEWAY'"
+            " UNION ALL SELECT 'data_points', NULL, coalesce(sum(data_points), 0)"
+            " FROM telemetry_received WHERE minute >= :minute"
+            " UNION ALL SELECT 'executions', state, count(*) FROM command_executions"
+            " WHERE created_at >= :since GROUP BY state",
+            {"since": since, "minute": math.ceil(since / 60)},
+        )
+        found = {row["what"]: int(row["n"]) for row in rows if row["what"] != "executions"}
+        return SiteActivity(
+            provisioned=found["provisioned"],
+            data_points=found["data_points"],
+            executions_by_state={row["state"]: int(row["n"]) for row in rows if row["what"] == "executions"},
+        )
 
     async def _with_responses(self, rows: list[sqlite3.Row]) -> list[CommandExecution]:
         responses: dict[tuple[str, str], list[ExecutionResponse]] = {}

@@ -58,6 +58,8 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v3/sites"): READ,
     ("POST", "/api/v3/sites"): OWNER,
     ("GET", "/api/v3/users/me/sites"): READ,
+    ("GET", "/api/v3/site/stats"): READ,
+    ("GET", "/api/v3/sites/{site_id}/stats"): READ,
     ("GET", "/api/v3/sites/{site_id}"): READ,
     ("PATCH", "/api/v3/sites/{site_id}"): OWNER,
     ("DELETE", "/api/v3/sites/{site_id}"): OWNER,
