@@ -161,6 +161,10 @@ def latest_selectors(query: Mapping[str, str]) -> dict[str, list[str]]:
     return selected
 
 
+# The seconds of an RFC 3339 time (`T23:59:60`, `t23:59:60.5`): the date part has no second colon.
+_LEAP_SECOND = re.compile(r"(?<=[Tt ]\d\d:\d\d):60(?=[.,Zz+-]|$)")
+
+
 def moment(raw: str, name: str) -> float:
     """An RFC 3339 time (`2025-01-01T00:00:00Z`, with any offset) or unix seconds, as unix seconds."""
     text = raw.strip()
@@ -171,7 +175,13 @@ def moment(raw: str, name: str) -> float:
             if not math.isfinite(seconds):
                 raise invalid_parameter(name, f"is out of range: {raw[:40]!r}")
             return seconds
-        parsed = dt.datetime.fromisoformat(text)
+        # RFC 3339 allows a lower-case `z` (fromisoformat does not) and a leap second, which
+        # unix time does not have: 23:59:60 is read as the second after 23:59:59.
+        text = text[:-1] + "Z" if text.endswith("z") else text
+        leap = _LEAP_SECOND.search(text)
+        if leap is not None:
+            text = text[: leap.start()] + ":59" + text[leap.end() :]
+        parsed = dt.datetime.fromisoformat(text) + dt.timedelta(seconds=1 if leap else 0)
     except (ValueError, OverflowError):
         raise invalid_parameter(
             name, f"expected an RFC 3339 time or unix seconds, got {raw[:40]!r}"

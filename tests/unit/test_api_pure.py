@@ -276,6 +276,10 @@ def test_moments_in_rfc3339_or_unix_seconds() -> None:
     assert params.moment("2025-01-01T00:00:00Z", "t") == 1735689600.0
     assert params.moment("2025-01-01T01:00:00+01:00", "t") == 1735689600.0
     assert params.moment("1735689600.5", "t") == 1735689600.5
+    # RFC 3339 also allows a lower-case t and z, and a leap second (the second after :59).
+    assert params.moment("2025-01-01t00:00:00z", "t") == 1735689600.0
+    assert params.moment("2016-12-31T23:59:60Z", "t") == params.moment("2017-01-01T00:00:00Z", "t")
+    assert params.moment("2016-12-31T23:59:60.5+00:00", "t") == params.moment("2017-01-01T00:00:00.5Z", "t")
     for bad in ("2025-01-01T00:00:00", "yesterday", ""):
         with pytest.raises(errors.ApiError) as caught:
             params.moment(bad, "received_at_from")
