@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.api import assets_v1, commands_v1, control, health, metrics, openapi
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
-from gateway.api.render import Handler, error_middleware
+from gateway.api.render import SERVER_LOG, Handler, error_middleware
 from gateway.api.services import SERVICES, Services
 from gateway.api.v3 import blueprints, commands, devices, provisioning, sites, stats, streams, telemetry
 from gateway.config import ApiConfig
@@ -168,7 +168,9 @@ async def serve(services: Services, api: ApiConfig, state_dir: Path | None = Non
 
     With `state_dir`, also the control socket there (`gateway.api.control`, for `status`).
     """
-    runner = web.AppRunner(create_app(services, api), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(services, api), access_log=None, handle_signals=False, logger=SERVER_LOG
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, api.host, api.port, shutdown_timeout=5.0)

@@ -6,11 +6,28 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from gateway.api import errors
 
 LOG = logging.getLogger("gateway.api")
+# aiohttp's own protocol logger for the API server (`web.AppRunner(logger=...)`).
+SERVER_LOG = logging.getLogger("gateway.api.server")
+
+
+class _ClientFaults(logging.Filter):
+    """Keep what clients cause out of the journal unless debugging: a malformed request (answered
+    400 by aiohttp) or a client gone mid-response would otherwise log an ERROR with a traceback,
+    and any client on the LAN, token or not, could fill the journal with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, http_exceptions.HttpProcessingError | ConnectionError):
+            return SERVER_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+SERVER_LOG.addFilter(_ClientFaults())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,6 +58,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            raise  # the client went away mid-response: nobody to answer (see _ClientFaults)
         LOG.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(errors.ApiError(500, "internal_error", "Internal server error.").envelope(), 500)
