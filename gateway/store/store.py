@@ -44,6 +44,7 @@ from gateway.model import (
     CommandResponse,
     CommandResponseState,
     CommunicationType,
+    Connectivity,
     Device,
     DeviceMessage,
     DeviceType,
@@ -1901,8 +1902,10 @@ class Store:
         Connectivity is decided in SQL exactly as `Services` decides it for one device: the gateway
         is ONLINE; a device without a hardware id UNKNOWN; ONLINE if its hardware id is in `online`
         (the identities Presence counts as online now); else OFFLINE if the store has a message from
-        it or its hardware id is in `seen` (Presence saw it); else UNKNOWN. Each filter is a lookup
-        in an index (FTS5 for terms, device_tags, device_alerts, the devices indexes).
+        it or its hardware id is in `seen` (Presence saw it); else UNKNOWN. The filters are lookups
+        in indexes (FTS5 for terms, device_tags, device_alerts, hardware id and type for ONLINE, the
+        devices indexes for times and orders); OFFLINE and UNKNOWN ("not among the online") and a
+        type filter the planner finds unselective read every device row, in SQL.
         """
         sql, values = _find_devices_sql(
             search, offset=offset, limit=limit, site_id=site_id, online=online, seen=seen
@@ -2254,9 +2257,9 @@ def _find_devices_sql(
         values["created_before"] = search.created_before
     if search.tags is not None:
         conditions.append(
-            "d.id IN (SELECT dt.device_id FROM tags AS t JOIN device_tags AS dt ON dt.tag_id = t.id"
-            " WHERE t.id IN (SELECT value FROM json_each(:tags))"
-            " OR t.name IN (SELECT value FROM json_each(:tags)))"
+            "d.id IN (SELECT device_id FROM device_tags WHERE tag_id IN ("
+            " SELECT id FROM tags WHERE id IN (SELECT value FROM json_each(:tags))"
+            " UNION SELECT id FROM tags WHERE name IN (SELECT value FROM json_each(:tags))))"
         )
         values["tags"] = _id_list(sorted(search.tags))
     if search.raised_alert_names is not None:
@@ -2265,7 +2268,11 @@ def _find_devices_sql(
             " WHERE name IN (SELECT value FROM json_each(:alerts)))"
         )
         values["alerts"] = _id_list(sorted(search.raised_alert_names))
-    if search.connectivity is not None:
+    if search.connectivity == {Connectivity.ONLINE}:
+        # The common case, as index lookups (by hardware id, by type); the others need every row.
+        conditions.append("(d.type = 'GATEWAY' OR d.hardware_id IN (SELECT value FROM json_each(:online)))")
+        values["online"] = _id_list(sorted(online))
+    elif search.connectivity is not None:
         conditions.append(
             "CASE WHEN d.type = 'GATEWAY' THEN 'ONLINE'"
             " WHEN d.hardware_id IS NULL THEN 'UNKNOWN'"
