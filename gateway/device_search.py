@@ -10,6 +10,7 @@ silently matching nothing.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
 
 from gateway.model import Connectivity, DeviceType
@@ -68,6 +69,9 @@ def search_terms(q: str) -> tuple[str, ...]:
             )
         if len(term) > MAX_TERM_LENGTH:
             raise SearchTextError(f"each word must have at most {MAX_TERM_LENGTH} characters")
+        # SQLite reads a query string only up to a NUL; no name or value holds control characters.
+        if any(unicodedata.category(character) in ("Cc", "Cs") for character in term):
+            raise SearchTextError("must not contain control characters")
     return terms
 
 

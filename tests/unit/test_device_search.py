@@ -29,7 +29,10 @@ def test_search_words_are_split_deduplicated_and_quoted() -> None:
     assert fts_query(('a"b*', "NOT", "x:(y)")) == '"a""b*" AND "NOT" AND "x:(y)"'
 
 
-@pytest.mark.parametrize("q", ["ab", "pump ab", "x" * 201, " ".join(f"w{i:02d}" for i in range(11))])
+@pytest.mark.parametrize(
+    "q",
+    ["ab", "pump ab", "abc\x00", "\x7fxyz", "ab\ud800c", "x" * 201, " ".join(f"w{i:02d}" for i in range(11))],
+)
 def test_unsearchable_text_is_refused(q: str) -> None:
     with pytest.raises(SearchTextError):
         search_terms(q)
