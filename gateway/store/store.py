@@ -2268,7 +2268,7 @@ def _find_devices_sql(
             " WHERE name IN (SELECT value FROM json_each(:alerts)))"
         )
         values["alerts"] = _id_list(sorted(search.raised_alert_names))
-    if search.connectivity == {Connectivity.ONLINE}:
+    if search.connectivity == frozenset({Connectivity.ONLINE}):
         # The common case, as index lookups (by hardware id, by type); the others need every row.
         conditions.append("(d.type = 'GATEWAY' OR d.hardware_id IN (SELECT value FROM json_each(:online)))")
         values["online"] = _id_list(sorted(online))

@@ -297,14 +297,15 @@ async def test_tags_and_metadata_fields_lifecycle(gateway: GatewayProcess, insta
         ok(await http.post("/v3/metadata_fields", json={"name": "place", "type": "location"}))
         ok(await http.post("/v3/metadata_fields", json={"name": "power", "type": "number"}))
         path = f"/v3/devices/{device['id']}/metadata"
-        for values, where in [
+        patches: list[tuple[dict[str, Any], str]] = [
             ({"zone": "C"}, "metadata.zone"),
             ({"power": "100 W"}, "metadata.power"),
             ({"power": True}, "metadata.power"),
             ({"place": {"latitude": 120, "longitude": 0}}, "metadata.place.latitude"),
             ({"place": {"latitude": 1}}, "metadata.place.longitude"),
             ({"colour": "red"}, "metadata.colour"),
-        ]:
+        ]
+        for values, where in patches:
             refused(await http.patch(path, json={"values": {"zone": "A", **values}}), 400, where)
         refused(await http.patch(path, json={"values": "A"}), 400, "values")
         # Nothing of a refused patch was applied.

@@ -89,13 +89,14 @@ def test_a_patch_is_checked_as_a_whole_and_null_removes() -> None:
         ValueChange("position", {"latitude": 1.0, "longitude": 2.0}, ""),
         ValueChange("serial_number", "SN-9", "SN-9"),
     ]
-    for body, path in [
+    bodies: list[tuple[dict[str, JsonValue], str]] = [
         ({"values": {"colour": "red"}}, "metadata.colour"),
         ({"values": {"serial_number": "ok", "phase": "L4"}}, "metadata.phase"),
         ({"values": []}, "values"),
         ({}, "values"),
         ({"values": {}, "extra": 1}, "extra"),
-    ]:
+    ]
+    for body, path in bodies:
         with pytest.raises(MetadataError) as raised:
             value_changes(FIELDS, body)
         assert raised.value.path == path, body
@@ -140,7 +141,7 @@ def test_definitions() -> None:
         None,
         "Where",
     )
-    for body, path in [
+    definitions: list[tuple[dict[str, JsonValue], str]] = [
         ({"name": "Phase", "type": "text"}, "name"),
         ({"name": "9lives", "type": "text"}, "name"),
         ({"name": "x", "type": "date"}, "type"),
@@ -154,7 +155,8 @@ def test_definitions() -> None:
         ({"name": "x", "type": "number", "default": "1"}, "default"),
         ({"name": "x", "type": "location", "default": {"latitude": 99, "longitude": 0}}, "default.latitude"),
         ({"name": "x", "type": "text", "unit": "W"}, "unit"),
-    ]:
+    ]
+    for body, path in definitions:
         with pytest.raises(MetadataError) as raised:
             field_definition(body)
         assert raised.value.path == path, body
