@@ -96,13 +96,14 @@ MAX_TAG_NAME_LENGTH = 64
 
 
 def tag_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a tag name, or None. Commas would split in `tag.in=a,b`."""
+    """Why `name` cannot be a tag name, or None. Commas would split in `tag.in=a,b`; `/`, `{` and
+    `}` could not name the tag in a path (`/v3/tags/{tag}`)."""
     if not name.strip():
         return "must not be blank"
     if name != name.strip():
         return "must not start or end with whitespace"
     if len(name) > MAX_TAG_NAME_LENGTH:
         return f"must be at most {MAX_TAG_NAME_LENGTH} characters"
-    if "," in name or any(not character.isprintable() for character in name):
-        return "must not contain commas or control characters"
+    if any(character in ",/{}" or not character.isprintable() for character in name):
+        return "must not contain , / { } or control characters"
     return None

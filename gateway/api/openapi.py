@@ -1655,7 +1655,8 @@ def _finding_schemas() -> Doc:
         "TagName": _object(
             {
                 "name": _string(
-                    "1-64 characters, no commas, no surrounding whitespace; unique in any letter case."
+                    "1-64 characters without `,` `/` `{` `}`, no surrounding whitespace; unique in "
+                    "any letter case."
                 )
             },
             closed=False,
