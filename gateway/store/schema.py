@@ -349,6 +349,9 @@ CREATE TRIGGER device_alerts_on_insert AFTER INSERT ON device_state BEGIN
     INSERT OR IGNORE INTO device_alerts (name, device_id)
         SELECT CAST(value AS TEXT), NEW.device_id FROM json_each(NEW.raised_alerts_json);
 END;
+CREATE TRIGGER device_alerts_on_delete AFTER DELETE ON device_state BEGIN
+    DELETE FROM device_alerts WHERE device_id = OLD.device_id;
+END;
 CREATE TRIGGER device_alerts_on_update AFTER UPDATE OF raised_alerts_json ON device_state BEGIN
     DELETE FROM device_alerts WHERE device_id = NEW.device_id;
     INSERT OR IGNORE INTO device_alerts (name, device_id)

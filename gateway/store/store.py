@@ -2099,6 +2099,7 @@ class Store:
                 " SET value_json = excluded.value_json, search_text = excluded.search_text",
                 [(device_id, c.field, _dump(c.value), c.search_text) for c in changes if c.value is not None],
             )
+            # Only updated_at changes (`_update_device` sets it).
             return await self._update_device(db, device_id, "id = id", ())
 
     async def device_metadata(self, device_ids: Collection[str]) -> dict[str, dict[str, JsonValue]]:

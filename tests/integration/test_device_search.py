@@ -155,6 +155,11 @@ async def test_the_alert_filter_follows_the_newest_telemetry(db_path: Path) -> N
         store.enqueue(Ingested(cold.id, Telemetry(timestamp=20.0, values={}, alerts=()), 12.0))
         await store.flush()
         assert await found(store, alerts) == ["Hot"]
+    # Whoever deletes a device's state row (clearing its data) clears its alerts too.
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
+        db.execute("DELETE FROM device_state WHERE device_id = ?", (hot.id,))
+    async with Store.open(db_path) as store:
+        assert await found(store, alerts) == []
 
 
 async def test_connectivity_is_decided_like_the_api_decides_it(db_path: Path) -> None:
