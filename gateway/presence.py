@@ -76,3 +76,12 @@ class Presence:
     def online_count(self) -> int:
         """Identities with at least one open connection."""
         return len(self._open)
+
+    def online_identities(self, now: float) -> frozenset[str]:
+        """The identities `status` calls ONLINE at `now` (for filtering device lists in SQL)."""
+        fresh = {identity for identity, last in self._last_message.items() if now - last <= self._window_s}
+        return frozenset(self._open) | fresh
+
+    def seen_identities(self) -> frozenset[str]:
+        """The identities `status` calls at least OFFLINE whatever the store knows."""
+        return frozenset(self._seen) | frozenset(self._last_message)

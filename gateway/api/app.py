@@ -22,7 +22,18 @@ from gateway.api import assets_v1, commands_v1, control, health, metrics, openap
 from gateway.api.auth import ACCESS, Access, auth_middleware, rate_limit_headers
 from gateway.api.render import SERVER_LOG, Handler, error_middleware
 from gateway.api.services import SERVICES, Services
-from gateway.api.v3 import blueprints, commands, devices, provisioning, sites, stats, streams, telemetry
+from gateway.api.v3 import (
+    blueprints,
+    commands,
+    devices,
+    metadata,
+    provisioning,
+    sites,
+    stats,
+    streams,
+    tags,
+    telemetry,
+)
 from gateway.config import ApiConfig
 from gateway.model import Role
 
@@ -81,6 +92,12 @@ def endpoints() -> list[Endpoint]:
                 commands.get_execution,
                 Role.READONLY,
             ),
+            # Issue 8: tags and metadata values on a device (changes: OWNER, like device changes).
+            Endpoint("PUT", prefix + "/devices/{device}/tags/{tag}", tags.attach_tag, Role.OWNER),
+            Endpoint("DELETE", prefix + "/devices/{device}/tags/{tag}", tags.detach_tag, Role.OWNER),
+            Endpoint(
+                "PATCH", prefix + "/devices/{device}/metadata", metadata.update_device_metadata, Role.OWNER
+            ),
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
@@ -119,6 +136,17 @@ def endpoints() -> list[Endpoint]:
         Endpoint(
             "GET", "/api/v3/sites/{site_id}/commands/executions", commands.list_site_executions, Role.READONLY
         ),
+        # Issue 8: tags (`{tag}` = id or name) and site-wide metadata field definitions.
+        Endpoint("GET", "/api/v3/tags", tags.list_tags, Role.READONLY),
+        Endpoint("POST", "/api/v3/tags", tags.create_tag, Role.OWNER),
+        Endpoint("GET", "/api/v3/tags/{tag}", tags.get_tag, Role.READONLY),
+        Endpoint("PATCH", "/api/v3/tags/{tag}", tags.rename_tag, Role.OWNER),
+        Endpoint("DELETE", "/api/v3/tags/{tag}", tags.delete_tag, Role.OWNER),
+        Endpoint("GET", "/api/v3/metadata_fields", metadata.list_fields, Role.READONLY),
+        Endpoint("POST", "/api/v3/metadata_fields", metadata.create_field, Role.OWNER),
+        Endpoint("GET", "/api/v3/metadata_fields/{field}", metadata.get_field, Role.READONLY),
+        Endpoint("PATCH", "/api/v3/metadata_fields/{field}", metadata.update_field, Role.OWNER),
+        Endpoint("DELETE", "/api/v3/metadata_fields/{field}", metadata.delete_field, Role.OWNER),
     ]
     # Gateway 2.x (v1) APIs, under /api and at the root as the Go client calls them.
     for root in ("/api", ""):

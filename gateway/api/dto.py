@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.blueprints.manifest import AlertSeverity, Manifest
+from gateway.device_search import Tag
+from gateway.metadata import MetadataField
 from gateway.model import (
     Blueprint,
     CommandExecution,
@@ -73,6 +75,9 @@ class DeviceView:
     alert_details: list[JsonObject] = field(default_factory=list)
     # (what, how many times, last received) for `expand=manifest_mismatches`
     mismatches: list[tuple[Mismatch, int, float]] = field(default_factory=list)
+    # `expand=tags` and `expand=metadata` (own values, and defaults where the device has none).
+    tags: list[Tag] = field(default_factory=list)
+    metadata: JsonObject = field(default_factory=dict)
 
 
 def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record: Site) -> JsonObject:
@@ -127,6 +132,10 @@ def device(view: DeviceView, *, role: Role, expand: frozenset[str], site_record:
             }
             for mismatch, count, last_seen in view.mismatches
         ]
+    if "tags" in expand:
+        body["tags"] = [{"id": tag.id, "name": tag.name} for tag in view.tags]
+    if "metadata" in expand:
+        body["metadata"] = dict(view.metadata)
     return body
 
 
@@ -361,3 +370,30 @@ def site_stats(stats: SiteStats) -> JsonObject:
             },
         },
     }
+
+
+def tag(record: Tag) -> JsonObject:
+    """A tag, with how many devices carry it."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "device_count": record.device_count,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+    }
+
+
+def metadata_field(record: MetadataField) -> JsonObject:
+    """A metadata field definition; `options` only for enum fields, `default` null when none."""
+    body: JsonObject = {
+        "name": record.name,
+        "type": record.type.value,
+        "required": record.required,
+        "default": record.default,
+        "description": record.description,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+    }
+    if record.options:
+        body["options"] = list(record.options)
+    return body

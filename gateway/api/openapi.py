@@ -46,6 +46,8 @@ from gateway.api.render import json_response
 from gateway.api.timeseries import MAX_SELECTORS, Aggregation, DataType, GapFillingMethod
 from gateway.api.v3.telemetry import DEVICE_NOT_FOUND
 from gateway.blueprints.manifest import AlertSeverity
+from gateway.device_search import MIN_TERM_LENGTH, DeviceOrder
+from gateway.metadata import FieldType
 from gateway.model import (
     CommandResponseState,
     CommunicationType,
@@ -154,6 +156,7 @@ def _schemas() -> Doc:
         description="The newest value of an attribute.",
     )
     return {
+        **_finding_schemas(),
         # Errors (`enapter-http-api.md` §1.6).
         "Error": _object(
             {
@@ -303,6 +306,17 @@ def _schemas() -> Doc:
                     "type": "array",
                     "items": _ref("ManifestMismatch"),
                     "description": "`expand=manifest_mismatches` (the gateway's own addition).",
+                },
+                "tags": {
+                    "type": "array",
+                    "items": _ref("TagRef"),
+                    "description": "`expand=tags`: the device's tags by name.",
+                },
+                "metadata": {
+                    "type": "object",
+                    "additionalProperties": _ref("MetadataValue"),
+                    "description": "`expand=metadata`: field name -> the device's value, or the field's "
+                    "default where the device has none.",
                 },
             },
             [
@@ -928,8 +942,10 @@ def _device_operations(prefix: str, scoped: bool) -> list[Operation]:
             "listDevices" + suffix,
             "Devices",
             "List the devices",
-            "Ordered by id, the gateway's own device (type GATEWAY, always ONLINE) included.",
-            (*site, *page, _param("DeviceExpand")),
+            "Ordered by id unless `order` says otherwise, the gateway's own device (type GATEWAY, "
+            "always ONLINE) included. `q` and the filters combine (AND); `total_count` counts what "
+            "they select. Any other `<field>.<operator>` parameter is 400.",
+            (*site, *page, _param("DeviceExpand"), *_device_search_parameters()),
             responses=_ok("DeviceList"),
             errors=("400", "404"),
         ),
@@ -1689,6 +1705,321 @@ def _operations_operations() -> list[Operation]:
     ]
 
 
+# --- Finding devices: search, tags, metadata (issue 8) -------------------------------------------
+
+
+def _finding_schemas() -> Doc:
+    """The schemas of tags, metadata fields and metadata values."""
+    location = _object(
+        {
+            "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+            "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+            "name": _string(maxLength=200),
+        },
+        ["latitude", "longitude"],
+        description="A `location` field's value.",
+    )
+    return {
+        "TagRef": _object({"id": _string(), "name": _string()}),
+        "Tag": _object(
+            {
+                "id": _string(),
+                "name": _string(),
+                "device_count": _integer(minimum=0),
+                "created_at": _TIME,
+                "updated_at": _TIME,
+            }
+        ),
+        "TagEnvelope": _object({"tag": _ref("Tag")}),
+        "TagList": _object(
+            {"tags": {"type": "array", "items": _ref("Tag")}, "total_count": _integer(minimum=0)}
+        ),
+        "TagName": _object(
+            {
+                "name": _string(
+                    "1-64 characters without `,` `/` `{` `}`, no surrounding whitespace; unique in "
+                    "any letter case."
+                )
+            },
+            closed=False,
+        ),
+        "MetadataLocation": location,
+        "MetadataValue": {
+            "oneOf": [
+                {"type": "string", "description": "text or enum"},
+                {"type": "number"},
+                {"type": "boolean"},
+                _ref("MetadataLocation"),
+            ]
+        },
+        "MetadataField": _object(
+            {
+                "name": _string(pattern="^[a-z][a-z0-9_]{0,63}$"),
+                "type": _enum(t.value for t in FieldType),
+                "required": {
+                    "type": "boolean",
+                    "description": "Every device has a value: its own or the default (a required "
+                    "field has one).",
+                },
+                "options": {"type": "array", "items": _string(), "description": "Enum fields only."},
+                "default": _nullable(_ref("MetadataValue")),
+                "description": _string(),
+                "created_at": _TIME,
+                "updated_at": _TIME,
+            },
+            ["name", "type", "required", "default", "description", "created_at", "updated_at"],
+        ),
+        "MetadataFieldEnvelope": _object({"metadata_field": _ref("MetadataField")}),
+        "MetadataFieldList": _object(
+            {
+                "metadata_fields": {"type": "array", "items": _ref("MetadataField")},
+                "total_count": _integer(minimum=0),
+            }
+        ),
+        "MetadataFieldDefinition": _object(
+            {
+                "name": _string(pattern="^[a-z][a-z0-9_]{0,63}$"),
+                "type": _enum(t.value for t in FieldType),
+                "required": {"type": "boolean", "default": False},
+                "options": {"type": "array", "items": _string(), "minItems": 1, "maxItems": 100},
+                "default": _nullable(_ref("MetadataValue")),
+                "description": _nullable(_string(maxLength=500)),
+            },
+            ["name", "type"],
+            description="`options` for enum fields only (and required for them); a required field "
+            "needs a `default`.",
+        ),
+        "MetadataFieldChanges": _object(
+            {
+                "required": {"type": "boolean"},
+                "options": {"type": "array", "items": _string(), "minItems": 1, "maxItems": 100},
+                "default": _nullable(_ref("MetadataValue")),
+                "description": _nullable(_string(maxLength=500)),
+            },
+            [],
+            description="Absent: unchanged; `default: null` removes the default. Name and type never change.",
+        ),
+        "MetadataValues": _object(
+            {
+                "values": {
+                    "type": "object",
+                    "additionalProperties": _nullable(_ref("MetadataValue")),
+                    "description": "field name -> value; null removes the device's own value.",
+                }
+            },
+            ["values"],
+        ),
+    }
+
+
+def _device_search_parameters() -> tuple[Doc, ...]:
+    """`q`, the filters and `order` of the device list."""
+    moment = {"type": "string"}
+    return (
+        _parameter(
+            "q",
+            "query",
+            {"type": "string"},
+            "Words that must all occur, each as a substring in any letter case, in the name, slug, "
+            f"hardware id or a metadata value. Each word needs at least {MIN_TERM_LENGTH} characters "
+            "(400 otherwise): the index is a trigram index. Plain text; nothing is an operator.",
+        ),
+        _comma_list("type.in", (t.value for t in DeviceType), "Only these device types."),
+        _comma_list(
+            "connectivity.in",
+            (c.value for c in Connectivity),
+            "Only devices with this connectivity now (the same as `expand=connectivity` shows).",
+        ),
+        _parameter("tag.in", "query", {"type": "string"}, "Devices with any of these tags (ids or names)."),
+        _parameter("blueprint_id.in", "query", {"type": "string"}, "Only these blueprints, comma-separated."),
+        _parameter(
+            "created_at.gte", "query", moment, "Created at or after: RFC 3339 (with a zone) or unix seconds."
+        ),
+        _parameter(
+            "created_at.lt", "query", moment, "Created before: RFC 3339 (with a zone) or unix seconds."
+        ),
+        _parameter(
+            "raised_alert_names.in",
+            "query",
+            {"type": "string"},
+            "Devices raising any of these alerts now, comma-separated.",
+        ),
+        _parameter(
+            "order",
+            "query",
+            _enum((o.value for o in DeviceOrder), "Any letter case."),
+            "Default: by id. Ties are broken by id; names compare in any letter case; devices never "
+            "seen sort as the oldest.",
+        ),
+    )
+
+
+def _device_finding_operations(prefix: str, scoped: bool) -> list[Operation]:
+    """Tags and metadata values on one device, under `prefix`."""
+    site = (_param("SiteId"),) if scoped else ()
+    device = (*site, _param("Device"))
+    suffix = "InSite" if scoped else ""
+    one = prefix + "/devices/{device}"
+    tag = _parameter("tag", "path", {"type": "string", "minLength": 1}, "The tag's id or name.")
+    return [
+        Operation(
+            "PUT",
+            one + "/tags/{tag}",
+            "attachTag" + suffix,
+            "Tags",
+            "Put a tag on a device",
+            "Again is fine. Answers the device with `tags`.",
+            (*device, tag),
+            responses=_ok("DeviceEnvelope"),
+            errors=("404",),
+        ),
+        Operation(
+            "DELETE",
+            one + "/tags/{tag}",
+            "detachTag" + suffix,
+            "Tags",
+            "Take a tag off a device",
+            "Whether it carried it or not. Answers the device with `tags`.",
+            (*device, tag),
+            responses=_ok("DeviceEnvelope"),
+            errors=("404",),
+        ),
+        Operation(
+            "PATCH",
+            one + "/metadata",
+            "updateDeviceMetadata" + suffix,
+            "Metadata",
+            "Set or remove a device's metadata values",
+            "All or none: a value that does not fit its field is 400 naming its path "
+            "(`metadata.serial_number`, `metadata.position.latitude`), and so is an unknown field. "
+            "Answers the device with `metadata`.",
+            device,
+            body=_json_body("MetadataValues", required=True),
+            responses=_ok("DeviceEnvelope"),
+            errors=("400", "404", "409", "413"),
+        ),
+    ]
+
+
+def _finding_operations() -> list[Operation]:
+    """Tags and metadata field definitions."""
+    tag = _parameter("tag", "path", {"type": "string", "minLength": 1}, "The tag's id or name.")
+    field_name = _parameter("field", "path", {"type": "string", "minLength": 1}, "The field's name.")
+    return [
+        Operation(
+            "GET",
+            "/api/v3/tags",
+            "listTags",
+            "Tags",
+            "List the tags",
+            "By name, each with how many devices carry it.",
+            (_param("Offset"), _param("Limit")),
+            responses=_ok("TagList"),
+            errors=("400",),
+        ),
+        Operation(
+            "POST",
+            "/api/v3/tags",
+            "createTag",
+            "Tags",
+            "Create a tag",
+            "409 when a tag has the name in any letter case.",
+            body=_json_body("TagName", required=True),
+            responses=_ok("TagEnvelope"),
+            errors=("400", "409", "413"),
+        ),
+        Operation(
+            "GET",
+            "/api/v3/tags/{tag}",
+            "getTag",
+            "Tags",
+            "Get a tag",
+            parameters=(tag,),
+            responses=_ok("TagEnvelope"),
+            errors=("404",),
+        ),
+        Operation(
+            "PATCH",
+            "/api/v3/tags/{tag}",
+            "renameTag",
+            "Tags",
+            "Rename a tag",
+            "Devices keep it under the new name.",
+            (tag,),
+            body=_json_body("TagName", required=True),
+            responses=_ok("TagEnvelope"),
+            errors=("400", "404", "409", "413"),
+        ),
+        Operation(
+            "DELETE",
+            "/api/v3/tags/{tag}",
+            "deleteTag",
+            "Tags",
+            "Delete a tag",
+            "It is taken off every device.",
+            (tag,),
+            responses=_ok("Empty"),
+            errors=("404",),
+        ),
+        Operation(
+            "GET",
+            "/api/v3/metadata_fields",
+            "listMetadataFields",
+            "Metadata",
+            "List the metadata fields",
+            "By name; at most 200 exist.",
+            responses=_ok("MetadataFieldList"),
+        ),
+        Operation(
+            "POST",
+            "/api/v3/metadata_fields",
+            "createMetadataField",
+            "Metadata",
+            "Define a metadata field",
+            "Types: text (at most 500 characters), number, boolean, enum (one of `options`), location "
+            "(`latitude`, `longitude`, optional `name`). A required field needs a `default`: devices "
+            "without a value of their own show it.",
+            body=_json_body("MetadataFieldDefinition", required=True),
+            responses=_ok("MetadataFieldEnvelope"),
+            errors=("400", "409", "413", "422"),
+        ),
+        Operation(
+            "GET",
+            "/api/v3/metadata_fields/{field}",
+            "getMetadataField",
+            "Metadata",
+            "Get a metadata field",
+            parameters=(field_name,),
+            responses=_ok("MetadataFieldEnvelope"),
+            errors=("404",),
+        ),
+        Operation(
+            "PATCH",
+            "/api/v3/metadata_fields/{field}",
+            "updateMetadataField",
+            "Metadata",
+            "Change a metadata field",
+            "`required`, `options`, `default`, `description`. Taking away enum options that devices "
+            "hold is 409.",
+            (field_name,),
+            body=_json_body("MetadataFieldChanges", required=True),
+            responses=_ok("MetadataFieldEnvelope"),
+            errors=("400", "404", "409", "413"),
+        ),
+        Operation(
+            "DELETE",
+            "/api/v3/metadata_fields/{field}",
+            "deleteMetadataField",
+            "Metadata",
+            "Delete a metadata field",
+            "Every device's value for it goes too.",
+            (field_name,),
+            responses=_ok("Empty"),
+            errors=("404",),
+        ),
+    ]
+
+
 def operations() -> list[Operation]:
     """Every documented operation, in the order of the docs page."""
     return [
@@ -1696,6 +2027,9 @@ def operations() -> list[Operation]:
         *_site_stats_operations(),
         *_device_operations("/api/v3", False),
         *_device_operations("/api/v3/sites/{site_id}", True),
+        *_device_finding_operations("/api/v3", False),
+        *_device_finding_operations("/api/v3/sites/{site_id}", True),
+        *_finding_operations(),
         _site_executions_operation(),
         *_provisioning_operations(),
         *_telemetry_operations(),
@@ -1718,6 +2052,8 @@ _TAGS: tuple[tuple[str, str], ...] = (
     ("Assets API v1", "Gateway 2.x clients."),
     ("Legacy v1", "Gateway 2.x telemetry, commands and blueprint APIs."),
     ("Operations", "Monitoring and this documentation; no token needed."),
+    ("Tags", "Labels on devices, to group and find them (`tag.in=` on the device list)."),
+    ("Metadata", "Typed, site-wide metadata fields and each device's values for them."),
 )
 
 

@@ -16,7 +16,16 @@ from typing import NoReturn, TypeVar
 
 from gateway import slugs, stats
 from gateway.api.errors import bad_request, invalid_parameter
-from gateway.model import ExecutionState, JsonObject, Location, LogSeverity, MqttProtocol
+from gateway.device_search import DeviceFilter, DeviceOrder, SearchTextError, search_terms
+from gateway.model import (
+    Connectivity,
+    DeviceType,
+    ExecutionState,
+    JsonObject,
+    Location,
+    LogSeverity,
+    MqttProtocol,
+)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -35,6 +44,9 @@ DEVICE_EXPANDS = frozenset(
         # their severity, and what the device sent that its manifest does not declare or allow.
         "raised_alerts",
         "manifest_mismatches",
+        # Issue 8: the device's tags, and its metadata values (with the defaults it has no value for).
+        "tags",
+        "metadata",
     }
 )
 DEFAULT_STATS_WINDOW = "24h"
@@ -448,3 +460,71 @@ def stats_window(query: Mapping[str, str]) -> tuple[str, float]:
     if seconds is None:
         raise invalid_parameter("window", f"must be one of {', '.join(stats.WINDOWS)}, got {name[:40]!r}")
     return name, seconds
+
+
+# --- finding devices (issue 8) -------------------------------------------------------------------
+
+DEVICE_FILTERS = (
+    "type.in",
+    "connectivity.in",
+    "tag.in",
+    "blueprint_id.in",
+    "created_at.gte",
+    "created_at.lt",
+    "raised_alert_names.in",
+)
+"""The device list's filter parameters; any other `<field>.<operator>` parameter is a 400."""
+E = TypeVar("E", DeviceType, Connectivity)
+
+
+def _enum_set(query: Mapping[str, str], name: str, kind: type[E]) -> frozenset[E] | None:
+    if not query.get(name):
+        return None
+    allowed = {member.value: member for member in kind}
+    chosen: set[E] = set()
+    for raw in comma_list(query[name]):
+        member = allowed.get(raw.upper())
+        if member is None:
+            raise invalid_parameter(name, f"must be among {', '.join(allowed)}, got {raw[:40]!r}")
+        chosen.add(member)
+    return frozenset(chosen)
+
+
+def _text_set(query: Mapping[str, str], name: str) -> frozenset[str] | None:
+    return frozenset(comma_list(query[name])) if query.get(name) else None
+
+
+def device_filter(query: Mapping[str, str]) -> DeviceFilter:
+    """`q`, the `DEVICE_FILTERS` and `order` of `GET /v3/devices`; absent or empty = not used.
+
+    A parameter shaped like a filter (`foo.in`, `name.gte`) that is not one of them is a 400 naming
+    it, so a typo never silently lists every device; other parameters are ignored as before
+    (Enapter's clients send `expand`, `limit`, `offset`).
+    """
+    unknown = sorted(key for key in query if "." in key and key not in DEVICE_FILTERS)
+    if unknown:
+        raise invalid_parameter(
+            unknown[0], f"is not a device filter; the filters: {', '.join(DEVICE_FILTERS)}"
+        )
+    try:
+        terms = search_terms(query.get("q", ""))
+    except SearchTextError as exc:
+        raise invalid_parameter("q", str(exc)) from None
+    order: DeviceOrder | None = None
+    if query.get("order"):
+        order = _choice(query, "order", {o.value: o for o in DeviceOrder}, "")
+    return DeviceFilter(
+        terms=terms,
+        types=_enum_set(query, "type.in", DeviceType),
+        connectivity=_enum_set(query, "connectivity.in", Connectivity),
+        tags=_text_set(query, "tag.in"),
+        blueprint_ids=_text_set(query, "blueprint_id.in"),
+        created_from=moment(query["created_at.gte"], "created_at.gte")
+        if query.get("created_at.gte")
+        else None,
+        created_before=moment(query["created_at.lt"], "created_at.lt")
+        if query.get("created_at.lt")
+        else None,
+        raised_alert_names=_text_set(query, "raised_alert_names.in"),
+        order=order,
+    )

@@ -16,6 +16,7 @@ from gateway.blueprints.catalog import ManifestCatalog
 from gateway.blueprints.conformance import readable
 from gateway.commands import Commands
 from gateway.live import LiveFeed
+from gateway.metadata import effective_values
 from gateway.model import Connectivity, Device, DeviceType, JsonValue, Role
 from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.broker import ManagedBroker
@@ -98,6 +99,9 @@ class Services:
             if "manifest" in expand
             else {}
         )
+        tags = await self.store.device_tags(ids) if "tags" in expand else {}
+        fields = await self.store.metadata_fields() if "metadata" in expand else {}
+        own_metadata = await self.store.device_metadata(ids) if "metadata" in expand else {}
         now = self.clock()
         views: list[DeviceView] = []
         for device in devices:
@@ -113,9 +117,16 @@ class Services:
                     implemented_profiles=() if manifest is None else manifest.implements,
                     alert_details=alert_details(manifest, raised.get(device.id, [])),
                     mismatches=mismatches.get(device.id, []),
+                    tags=tags.get(device.id, []),
+                    metadata=effective_values(fields, own_metadata.get(device.id, {})),
                 )
             )
         return views
+
+    def connectivity_sets(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(identities ONLINE now, identities Presence saw): what `store.find_devices` needs to
+        decide connectivity in SQL exactly as `_connectivity` does."""
+        return self.presence.online_identities(self.clock()), self.presence.seen_identities()
 
     def _connectivity(self, device: Device, now: float, *, seen_before: bool) -> Connectivity:
         if device.type is DeviceType.GATEWAY:

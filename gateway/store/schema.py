@@ -297,6 +297,122 @@ CREATE TABLE manifest_mismatches (
 # Finding devices: tags, site-wide metadata field definitions and per-device values, the indexes
 # behind the device list's filters and sorting, and the full-text index behind its `q=`.
 _V5_FIND: Final = """
+CREATE TABLE tags (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) STRICT;
+
+CREATE TABLE device_tags (
+    tag_id TEXT NOT NULL REFERENCES tags (id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    PRIMARY KEY (tag_id, device_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX device_tags_by_device ON device_tags (device_id, tag_id);
+
+CREATE TABLE metadata_fields (
+    name TEXT PRIMARY KEY NOT NULL,
+    type TEXT NOT NULL,
+    required INTEGER NOT NULL,
+    options_json TEXT NOT NULL,
+    -- NULL: no default (never for a required field).
+    default_json TEXT,
+    description TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) STRICT;
+
+-- A device's own values (defaults are not copied here). search_text is what `q=` finds of it.
+CREATE TABLE device_metadata (
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    field TEXT NOT NULL REFERENCES metadata_fields (name) ON DELETE CASCADE,
+    value_json TEXT NOT NULL,
+    search_text TEXT NOT NULL,
+    PRIMARY KEY (device_id, field)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX device_metadata_by_field ON device_metadata (field);
+
+-- One row per raised alert, kept equal to device_state.raised_alerts_json by triggers, so that
+-- `raised_alert_names.in` is an index lookup.
+CREATE TABLE device_alerts (
+    name TEXT NOT NULL,
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    PRIMARY KEY (name, device_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX device_alerts_by_device ON device_alerts (device_id);
+INSERT OR IGNORE INTO device_alerts (name, device_id)
+    SELECT CAST(alert.value AS TEXT), s.device_id
+    FROM device_state AS s, json_each(s.raised_alerts_json) AS alert
+    WHERE json_valid(s.raised_alerts_json) AND json_type(s.raised_alerts_json) = 'array';
+CREATE TRIGGER device_alerts_on_insert AFTER INSERT ON device_state BEGIN
+    INSERT OR IGNORE INTO device_alerts (name, device_id)
+        SELECT CAST(value AS TEXT), NEW.device_id FROM json_each(NEW.raised_alerts_json);
+END;
+CREATE TRIGGER device_alerts_on_delete AFTER DELETE ON device_state BEGIN
+    DELETE FROM device_alerts WHERE device_id = OLD.device_id;
+END;
+CREATE TRIGGER device_alerts_on_update AFTER UPDATE OF raised_alerts_json ON device_state BEGIN
+    DELETE FROM device_alerts WHERE device_id = NEW.device_id;
+    INSERT OR IGNORE INTO device_alerts (name, device_id)
+        SELECT CAST(value AS TEXT), NEW.device_id FROM json_each(NEW.raised_alerts_json);
+END;
+
+-- The sorts and filters of the device list; ties are broken by id.
+CREATE INDEX devices_by_name ON devices (name COLLATE NOCASE, id);
+CREATE INDEX devices_by_created ON devices (created_at, id);
+CREATE INDEX devices_by_updated ON devices (updated_at, id);
+CREATE INDEX devices_by_type ON devices (type);
+CREATE INDEX device_state_by_last_seen ON device_state (last_seen_at, device_id);
+
+-- Full-text search over name, slug, hardware id and metadata values, one row per device.
+-- `trigram` makes every query a case-insensitive substring match. The index's rowids are those of
+-- device_search_docs (an INTEGER PRIMARY KEY, which VACUUM keeps), not the devices' own rowids.
+CREATE TABLE device_search_docs (
+    rowid INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL UNIQUE REFERENCES devices (id) ON DELETE CASCADE
+) STRICT;
+CREATE VIRTUAL TABLE device_search USING fts5 (
+    name, slug, hardware_id, metadata, tokenize = 'trigram'
+);
+INSERT INTO device_search_docs (device_id) SELECT id FROM devices ORDER BY created_at, id;
+INSERT INTO device_search (rowid, name, slug, hardware_id, metadata)
+    SELECT docs.rowid, d.name, d.slug, coalesce(d.hardware_id, ''), ''
+    FROM device_search_docs AS docs JOIN devices AS d ON d.id = docs.device_id;
+CREATE TRIGGER device_search_on_insert AFTER INSERT ON devices BEGIN
+    INSERT INTO device_search_docs (device_id) VALUES (NEW.id);
+    INSERT INTO device_search (rowid, name, slug, hardware_id, metadata)
+        SELECT rowid, NEW.name, NEW.slug, coalesce(NEW.hardware_id, ''), ''
+        FROM device_search_docs WHERE device_id = NEW.id;
+END;
+CREATE TRIGGER device_search_on_update AFTER UPDATE OF name, slug, hardware_id ON devices BEGIN
+    UPDATE device_search SET name = NEW.name, slug = NEW.slug,
+        hardware_id = coalesce(NEW.hardware_id, '')
+        WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = NEW.id);
+END;
+-- BEFORE: the docs row (which names the index row) goes with the device, by its foreign key.
+CREATE TRIGGER device_search_on_delete BEFORE DELETE ON devices BEGIN
+    DELETE FROM device_search
+        WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = OLD.id);
+END;
+CREATE TRIGGER device_search_metadata_insert AFTER INSERT ON device_metadata BEGIN
+    UPDATE device_search SET metadata = (
+        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
+        WHERE device_id = NEW.device_id)
+    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = NEW.device_id);
+END;
+CREATE TRIGGER device_search_metadata_update AFTER UPDATE ON device_metadata BEGIN
+    UPDATE device_search SET metadata = (
+        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
+        WHERE device_id = NEW.device_id)
+    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = NEW.device_id);
+END;
+CREATE TRIGGER device_search_metadata_delete AFTER DELETE ON device_metadata BEGIN
+    UPDATE device_search SET metadata = (
+        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
+        WHERE device_id = OLD.device_id)
+    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = OLD.device_id);
+END;
 """
 
 # Each device's timeline: a durable, bounded history of what happened to it.

@@ -33,6 +33,8 @@ from typing import Any, Final, TypeAlias
 
 import aiosqlite
 
+from gateway.device_search import DeviceFilter, DeviceOrder, Tag, fts_query
+from gateway.metadata import FieldType, MetadataField, ValueChange
 from gateway.model import (
     NO_BLUEPRINT_ID,
     ApiToken,
@@ -42,6 +44,7 @@ from gateway.model import (
     CommandResponse,
     CommandResponseState,
     CommunicationType,
+    Connectivity,
     Device,
     DeviceMessage,
     DeviceType,
@@ -118,6 +121,18 @@ class ChannelTakenError(ConflictError):
 
 class UsernameTakenError(ConflictError):
     """Another device's credential already uses this broker username."""
+
+
+class TagTakenError(ConflictError):
+    """Another tag already has this name (in any letter case)."""
+
+
+class FieldTakenError(ConflictError):
+    """A metadata field with this name already exists."""
+
+
+class OptionInUseError(ConflictError):
+    """Devices hold enum values the changed field would no longer allow (the message lists them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1917,6 +1932,235 @@ class Store:
             if len(ids) < chunk:
                 return deleted
 
+    # --- finding devices: search, tags, metadata -----------------------------------------------
+
+    async def find_devices(
+        self,
+        search: DeviceFilter,
+        *,
+        offset: int,
+        limit: int,
+        site_id: str | None = None,
+        online: Collection[str] = (),
+        seen: Collection[str] = (),
+    ) -> tuple[list[Device], int]:
+        """One page of the devices `search` selects, in its order, and how many it selects.
+
+        Connectivity is decided in SQL exactly as `Services` decides it for one device: the gateway
+        is ONLINE; a device without a hardware id UNKNOWN; ONLINE if its hardware id is in `online`
+        (the identities Presence counts as online now); else OFFLINE if the store has a message from
+        it or its hardware id is in `seen` (Presence saw it); else UNKNOWN. The filters are lookups
+        in indexes (FTS5 for terms, device_tags, device_alerts, hardware id and type for ONLINE, the
+        devices indexes for times and orders); OFFLINE and UNKNOWN ("not among the online") and a
+        type filter the planner finds unselective read every device row, in SQL.
+        """
+        sql, values = _find_devices_sql(
+            search, offset=offset, limit=limit, site_id=site_id, online=online, seen=seen
+        )
+        rows = await self._fetch(sql, values)
+        total = int(rows[0]["total"])
+        return [_device(row) for row in rows if row["id"] is not None], total
+
+    async def explain_find_devices(
+        self, search: DeviceFilter, *, online: Collection[str] = (), seen: Collection[str] = ()
+    ) -> list[str]:
+        """The query plan (EXPLAIN QUERY PLAN details) of `find_devices` for `search`: which indexes
+        serve it (for tests and diagnosis)."""
+        sql, values = _find_devices_sql(search, offset=0, limit=50, site_id=None, online=online, seen=seen)
+        rows = await self._fetch("EXPLAIN QUERY PLAN " + sql, values)
+        return [str(row["detail"]) for row in rows]
+
+    async def create_tag(self, name: str) -> Tag:
+        """A new tag; TagTakenError if a tag has this name in any letter case."""
+        now = self._clock()
+        tag = Tag(id=str(uuid.uuid4()), name=name, created_at=now, updated_at=now)
+        async with self._transaction(durable=True) as db:
+            if await db.execute_fetchall("SELECT 1 FROM tags WHERE name = ?", (name,)):
+                raise TagTakenError(name)
+            await db.execute(
+                "INSERT INTO tags (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (tag.id, name, now, now),
+            )
+        return tag
+
+    async def tags(self, *, offset: int = 0, limit: int = 1000) -> tuple[list[Tag], int]:
+        """One page of tags by name (case-insensitively), with their device counts, and the total."""
+        rows = await self._fetch(
+            "SELECT t.id, t.name, t.created_at, t.updated_at,"
+            " (SELECT count(*) FROM device_tags AS dt WHERE dt.tag_id = t.id) AS device_count,"
+            " (SELECT count(*) FROM tags) AS total"
+            " FROM tags AS t ORDER BY t.name, t.id LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        if rows:
+            return [_tag(row) for row in rows], int(rows[0]["total"])
+        total = await self._fetch("SELECT count(*) AS n FROM tags")
+        return [], int(total[0]["n"])
+
+    async def tag(self, id_or_name: str) -> Tag | None:
+        """The tag with this id or, failing that, this name (in any letter case)."""
+        rows = await self._fetch(
+            "SELECT t.id, t.name, t.created_at, t.updated_at,"
+            " (SELECT count(*) FROM device_tags AS dt WHERE dt.tag_id = t.id) AS device_count"
+            " FROM tags AS t WHERE t.id = ?1 OR t.name = ?1 ORDER BY t.id = ?1 DESC LIMIT 1",
+            (id_or_name,),
+        )
+        return _tag(rows[0]) if rows else None
+
+    async def rename_tag(self, tag_id: str, name: str) -> Tag:
+        """Give the tag a new name; TagTakenError if another tag has it, LookupError if no tag."""
+        async with self._transaction(durable=True) as db:
+            if await db.execute_fetchall("SELECT 1 FROM tags WHERE name = ? AND id != ?", (name, tag_id)):
+                raise TagTakenError(name)
+            cursor = await db.execute(
+                "UPDATE tags SET name = ?, updated_at = ? WHERE id = ?", (name, self._clock(), tag_id)
+            )
+            if cursor.rowcount == 0:
+                raise LookupError(f"no tag {tag_id!r}")
+        tag = await self.tag(tag_id)
+        if tag is None:
+            raise LookupError(f"no tag {tag_id!r}")
+        return tag
+
+    async def delete_tag(self, tag_id: str) -> bool:
+        """Delete the tag, detaching it from every device; False if there was no such tag."""
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute("DELETE FROM tags WHERE id = ?", (tag_id,))
+            return cursor.rowcount > 0
+
+    async def attach_tag(self, device_id: str, tag_id: str) -> None:
+        """Put the tag on the device (again is fine); LookupError if either does not exist."""
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise LookupError(f"no device {device_id!r}")
+            if not await db.execute_fetchall("SELECT 1 FROM tags WHERE id = ?", (tag_id,)):
+                raise LookupError(f"no tag {tag_id!r}")
+            await db.execute(
+                "INSERT OR IGNORE INTO device_tags (tag_id, device_id) VALUES (?, ?)", (tag_id, device_id)
+            )
+
+    async def detach_tag(self, device_id: str, tag_id: str) -> bool:
+        """Take the tag off the device; False if the device did not carry it."""
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute(
+                "DELETE FROM device_tags WHERE tag_id = ? AND device_id = ?", (tag_id, device_id)
+            )
+            return cursor.rowcount > 0
+
+    async def device_tags(self, device_ids: Collection[str]) -> dict[str, list[Tag]]:
+        """Each device's tags by name (device id -> tags, for the devices with any)."""
+        rows = await self._fetch(
+            "SELECT dt.device_id, t.id, t.name, t.created_at, t.updated_at, 0 AS device_count"
+            " FROM device_tags AS dt JOIN tags AS t ON t.id = dt.tag_id"
+            " WHERE dt.device_id IN (SELECT value FROM json_each(?)) ORDER BY t.name, t.id",
+            (_id_list(device_ids),),
+        )
+        found: dict[str, list[Tag]] = {}
+        for row in rows:
+            found.setdefault(row["device_id"], []).append(_tag(row))
+        return found
+
+    async def device_count_by_tag(self) -> dict[str, int]:
+        """tag name -> how many devices carry it, for every tag (0 for unused ones); for statistics."""
+        rows = await self._fetch(
+            "SELECT t.name, (SELECT count(*) FROM device_tags AS dt WHERE dt.tag_id = t.id) AS n"
+            " FROM tags AS t ORDER BY t.name"
+        )
+        return {row["name"]: int(row["n"]) for row in rows}
+
+    async def metadata_fields(self) -> dict[str, MetadataField]:
+        """Every metadata field definition, by name."""
+        rows = await self._fetch(f"SELECT {_FIELD_COLUMNS} FROM metadata_fields ORDER BY name")
+        return {row["name"]: _field(row) for row in rows}
+
+    async def create_metadata_field(self, field: MetadataField, *, max_fields: int) -> MetadataField:
+        """Store a new definition; FieldTakenError if the name is used, ValueError past `max_fields`."""
+        async with self._transaction(durable=True) as db:
+            if await db.execute_fetchall("SELECT 1 FROM metadata_fields WHERE name = ?", (field.name,)):
+                raise FieldTakenError(field.name)
+            (count,) = await db.execute_fetchall("SELECT count(*) FROM metadata_fields")
+            if count[0] >= max_fields:
+                raise ValueError(f"at most {max_fields} metadata fields")
+            await db.execute(
+                f"INSERT INTO metadata_fields ({_FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _field_row(field),
+            )
+        return field
+
+    async def update_metadata_field(self, field: MetadataField) -> MetadataField:
+        """Replace a definition (same name and type). OptionInUseError when devices hold enum
+        values the new options leave out; LookupError for an unknown field."""
+        async with self._transaction(durable=True) as db:
+            if field.type is FieldType.ENUM:
+                rows = await db.execute_fetchall(
+                    "SELECT DISTINCT value_json ->> '$' AS value FROM device_metadata WHERE field = ?"
+                    " AND value_json ->> '$' NOT IN (SELECT value FROM json_each(?)) ORDER BY 1",
+                    (field.name, _dump(list(field.options))),
+                )
+                if rows:
+                    raise OptionInUseError(", ".join(str(row["value"]) for row in rows))
+            cursor = await db.execute(
+                "UPDATE metadata_fields SET required = ?, options_json = ?, default_json = ?,"
+                " description = ?, updated_at = ? WHERE name = ? AND type = ?",
+                (
+                    int(field.required),
+                    _dump(list(field.options)),
+                    None if field.default is None else _dump(field.default),
+                    field.description,
+                    field.updated_at,
+                    field.name,
+                    field.type.value,
+                ),
+            )
+            if cursor.rowcount == 0:
+                raise LookupError(f"no metadata field {field.name!r}")
+        return field
+
+    async def delete_metadata_field(self, name: str) -> bool:
+        """Delete a definition and every device's value for it; False if there was none."""
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute("DELETE FROM metadata_fields WHERE name = ?", (name,))
+            return cursor.rowcount > 0
+
+    async def set_device_metadata(self, device_id: str, changes: Collection[ValueChange]) -> Device:
+        """Apply checked value changes (value None removes the device's own value) in one
+        transaction; the device's `updated_at` moves. LookupError for an unknown device or field."""
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise LookupError(f"no device {device_id!r}")
+            names = [change.field for change in changes]
+            known = await db.execute_fetchall(
+                "SELECT name FROM metadata_fields WHERE name IN (SELECT value FROM json_each(?))",
+                (_id_list(names),),
+            )
+            missing = set(names) - {str(row["name"]) for row in known}
+            if missing:
+                raise LookupError(f"no metadata field {sorted(missing)[0]!r}")
+            await db.executemany(
+                "DELETE FROM device_metadata WHERE device_id = ? AND field = ?",
+                [(device_id, c.field) for c in changes if c.value is None],
+            )
+            await db.executemany(
+                "INSERT INTO device_metadata (device_id, field, value_json, search_text)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (device_id, field) DO UPDATE"
+                " SET value_json = excluded.value_json, search_text = excluded.search_text",
+                [(device_id, c.field, _dump(c.value), c.search_text) for c in changes if c.value is not None],
+            )
+            # Only updated_at changes (`_update_device` sets it).
+            return await self._update_device(db, device_id, "id = id", ())
+
+    async def device_metadata(self, device_ids: Collection[str]) -> dict[str, dict[str, JsonValue]]:
+        """Each device's own metadata values (no defaults), device id -> field -> value."""
+        rows = await self._fetch(
+            "SELECT device_id, field, value_json FROM device_metadata"
+            " WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, field",
+            (_id_list(device_ids),),
+        )
+        found: dict[str, dict[str, JsonValue]] = {}
+        for row in rows:
+            found.setdefault(row["device_id"], {})[row["field"]] = _load(row["value_json"])
+        return found
+
     async def integrity_check(self) -> str:
         """The result of `PRAGMA integrity_check`: "ok" for a sound database."""
         rows = await self._fetch("PRAGMA integrity_check")
@@ -1965,3 +2209,141 @@ async def _optimize(db: aiosqlite.Connection) -> None:
         await db.execute("PRAGMA optimize")
     except sqlite3.Error as exc:
         logger.warning("PRAGMA optimize failed: %s", exc)
+
+
+# --- finding devices ---------------------------------------------------------------------------
+
+_QUALIFIED_DEVICE_COLUMNS: Final = ", ".join("d." + c.strip() for c in _DEVICE_COLUMNS.split(","))
+# ORDER BY of each device list order, `{t}` = the table prefix; ties always broken by id.
+_DEVICE_ORDERS: Final[dict[DeviceOrder | None, str]] = {
+    None: "{t}id",
+    DeviceOrder.NAME_ASC: "{t}name COLLATE NOCASE, {t}id",
+    DeviceOrder.NAME_DESC: "{t}name COLLATE NOCASE DESC, {t}id DESC",
+    DeviceOrder.CREATED_AT_ASC: "{t}created_at, {t}id",
+    DeviceOrder.CREATED_AT_DESC: "{t}created_at DESC, {t}id DESC",
+    DeviceOrder.UPDATED_AT_ASC: "{t}updated_at, {t}id",
+    DeviceOrder.UPDATED_AT_DESC: "{t}updated_at DESC, {t}id DESC",
+    DeviceOrder.LAST_SEEN_AT_ASC: "{t}last_seen_at, {t}id",
+    DeviceOrder.LAST_SEEN_AT_DESC: "{t}last_seen_at DESC, {t}id DESC",
+}
+_FIELD_COLUMNS: Final = (
+    "name, type, required, options_json, default_json, description, created_at, updated_at"
+)
+
+
+def _tag(row: sqlite3.Row) -> Tag:
+    return Tag(
+        id=row["id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        device_count=int(row["device_count"]),
+    )
+
+
+def _field(row: sqlite3.Row) -> MetadataField:
+    options = _load(row["options_json"])
+    return MetadataField(
+        name=row["name"],
+        type=FieldType(row["type"]),
+        required=bool(row["required"]),
+        options=tuple(str(o) for o in options) if isinstance(options, list) else (),
+        default=None if row["default_json"] is None else _load(row["default_json"]),
+        description=row["description"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _field_row(field: MetadataField) -> tuple[Any, ...]:
+    return (
+        field.name,
+        field.type.value,
+        int(field.required),
+        _dump(list(field.options)),
+        None if field.default is None else _dump(field.default),
+        field.description,
+        field.created_at,
+        field.updated_at,
+    )
+
+
+def _find_devices_sql(
+    search: DeviceFilter,
+    *,
+    offset: int,
+    limit: int,
+    site_id: str | None,
+    online: Collection[str],
+    seen: Collection[str],
+) -> tuple[str, dict[str, Any]]:
+    """The statement of `Store.find_devices` and its parameters: fixed fragments, one per filter
+    in use, all values bound."""
+    conditions: list[str] = []
+    values: dict[str, Any] = {"limit": limit, "offset": offset}
+    if site_id is not None:
+        conditions.append("d.site_id = :site_id")
+        values["site_id"] = site_id
+    if search.terms:
+        conditions.append(
+            "d.id IN (SELECT docs.device_id FROM device_search AS fts"
+            " JOIN device_search_docs AS docs ON docs.rowid = fts.rowid"
+            " WHERE device_search MATCH :match)"
+        )
+        values["match"] = fts_query(search.terms)
+    if search.types is not None:
+        conditions.append("d.type IN (SELECT value FROM json_each(:types))")
+        values["types"] = _id_list(sorted(t.value for t in search.types))
+    if search.blueprint_ids is not None:
+        conditions.append("d.blueprint_id IN (SELECT value FROM json_each(:blueprint_ids))")
+        values["blueprint_ids"] = _id_list(sorted(search.blueprint_ids))
+    if search.created_from is not None:
+        conditions.append("d.created_at >= :created_from")
+        values["created_from"] = search.created_from
+    if search.created_before is not None:
+        conditions.append("d.created_at < :created_before")
+        values["created_before"] = search.created_before
+    if search.tags is not None:
+        conditions.append(
+            "d.id IN (SELECT device_id FROM device_tags WHERE tag_id IN ("
+            " SELECT id FROM tags WHERE id IN (SELECT value FROM json_each(:tags))"
+            " UNION SELECT id FROM tags WHERE name IN (SELECT value FROM json_each(:tags))))"
+        )
+        values["tags"] = _id_list(sorted(search.tags))
+    if search.raised_alert_names is not None:
+        conditions.append(
+            "d.id IN (SELECT device_id FROM device_alerts"
+            " WHERE name IN (SELECT value FROM json_each(:alerts)))"
+        )
+        values["alerts"] = _id_list(sorted(search.raised_alert_names))
+    if search.connectivity == frozenset({Connectivity.ONLINE}):
+        # The common case, as index lookups (by hardware id, by type); the others need every row.
+        conditions.append("(d.type = 'GATEWAY' OR d.hardware_id IN (SELECT value FROM json_each(:online)))")
+        values["online"] = _id_list(sorted(online))
+    elif search.connectivity is not None:
+        conditions.append(
+            "CASE WHEN d.type = 'GATEWAY' THEN 'ONLINE'"
+            " WHEN d.hardware_id IS NULL THEN 'UNKNOWN'"
+            " WHEN d.hardware_id IN (SELECT value FROM json_each(:online)) THEN 'ONLINE'"
+            " WHEN ds.last_seen_at IS NOT NULL"
+            " OR d.hardware_id IN (SELECT value FROM json_each(:seen)) THEN 'OFFLINE'"
+            " ELSE 'UNKNOWN' END IN (SELECT value FROM json_each(:connectivity))"
+        )
+        values["online"] = _id_list(sorted(online))
+        values["seen"] = _id_list(sorted(seen))
+        values["connectivity"] = _id_list(sorted(c.value for c in search.connectivity))
+    where = " AND ".join(conditions) or "1"
+    order = _DEVICE_ORDERS[search.order]
+    # One statement, so page and total come from the same snapshot; NOT MATERIALIZED lets
+    # each use of `matching` be planned on its own (the page walks the order's index).
+    sql = (
+        "WITH matching AS NOT MATERIALIZED ("
+        f"  SELECT {_QUALIFIED_DEVICE_COLUMNS}, ds.last_seen_at AS last_seen_at"
+        "   FROM devices AS d LEFT JOIN device_state AS ds ON ds.device_id = d.id"
+        f"  WHERE {where}"
+        "), page AS MATERIALIZED ("
+        f"  SELECT * FROM matching ORDER BY {order.format(t='')} LIMIT :limit OFFSET :offset"
+        ") SELECT total.n AS total, page.* FROM (SELECT count(*) AS n FROM matching) AS total"
+        f" LEFT JOIN page ON 1 ORDER BY {order.format(t='page.')}"
+    )
+    return sql, values

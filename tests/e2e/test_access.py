@@ -78,6 +78,23 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v3/telemetry/latest"): READ,
     ("POST", "/api/v3/telemetry/query_timeseries"): READ,
     ("GET", "/api/v3/sites/{site_id}/commands/executions"): READ,
+    # Issue 8: tags and metadata (reads READONLY, changes OWNER like device changes).
+    ("PUT", DEVICES + "/{device}/tags/{tag}"): OWNER,
+    ("DELETE", DEVICES + "/{device}/tags/{tag}"): OWNER,
+    ("PATCH", DEVICES + "/{device}/metadata"): OWNER,
+    ("PUT", SITE_DEVICES + "/{device}/tags/{tag}"): OWNER,
+    ("DELETE", SITE_DEVICES + "/{device}/tags/{tag}"): OWNER,
+    ("PATCH", SITE_DEVICES + "/{device}/metadata"): OWNER,
+    ("GET", "/api/v3/tags"): READ,
+    ("POST", "/api/v3/tags"): OWNER,
+    ("GET", "/api/v3/tags/{tag}"): READ,
+    ("PATCH", "/api/v3/tags/{tag}"): OWNER,
+    ("DELETE", "/api/v3/tags/{tag}"): OWNER,
+    ("GET", "/api/v3/metadata_fields"): READ,
+    ("POST", "/api/v3/metadata_fields"): OWNER,
+    ("GET", "/api/v3/metadata_fields/{field}"): READ,
+    ("PATCH", "/api/v3/metadata_fields/{field}"): OWNER,
+    ("DELETE", "/api/v3/metadata_fields/{field}"): OWNER,
     ("GET", "/api/assets/v1/devices"): READ,
     ("GET", "/api/assets/v1/devices/{device}"): READ,
     ("GET", "/assets/v1/devices"): READ,
@@ -149,6 +166,8 @@ def test_every_route_for_no_token_a_revoked_token_and_each_role(unlimited: Gatew
         def call(method: str, path: str, token: str | None) -> httpx.Response:
             url = path.replace("{site_id}", site_id).replace("{device}", own)
             url = url.replace("{blueprint_id}", blueprint_id)
+            # No such tag or metadata field: past the role check these answer 404 and change nothing.
+            url = url.replace("{tag}", "no-such-tag").replace("{field}", "no_such_field")
             headers = {} if token is None else {"X-Enapter-Auth-Token": token}
             body = b"{}" if method == "POST" else None
             return http.request(method, url, headers=headers, content=body)

@@ -390,6 +390,72 @@ async def test_real_answers_conform_to_the_document(gateway: GatewayProcess) -> 
             # WebSocket frames against the 101 answers' frame schemas.
             await check_streams(doc, gateway, token, peer)
 
+            # Finding devices (issue 8): tags, metadata, the list's search and filters.
+            tag = (await api.call("POST", "/api/v3/tags", json={"name": "Roof"}))["tag"]
+            await api.call("POST", "/api/v3/tags", json={"name": "roof"}, status=409)
+            await api.call(
+                "PATCH", "/api/v3/tags/{tag}", path_values={"tag": tag["id"]}, json={"name": "Attic"}
+            )
+            await api.call("GET", "/api/v3/tags/{tag}", path_values={"tag": "attic"})
+            await api.call("GET", "/api/v3/tags", params={"limit": "5"})
+            tagged = {**scoped, "tag": "attic"}
+            await api.call("PUT", "/api/v3/sites/{site_id}/devices/{device}/tags/{tag}", path_values=tagged)
+            await api.call(
+                "PUT", "/api/v3/devices/{device}/tags/{tag}", path_values={**tagged, "tag": "x"}, status=404
+            )
+            for definition in (
+                {"name": "serial", "type": "text"},
+                {"name": "phase", "type": "enum", "options": ["L1", "L2"], "required": True, "default": "L1"},
+                {"name": "place", "type": "location", "description": "Where"},
+                {"name": "rated", "type": "number"},
+                {"name": "outdoor", "type": "boolean"},
+            ):
+                await api.call("POST", "/api/v3/metadata_fields", json=definition)
+            await api.call(
+                "POST",
+                "/api/v3/metadata_fields",
+                json={"name": "x", "type": "text", "required": True},
+                status=400,
+            )
+            await api.call("GET", "/api/v3/metadata_fields")
+            await api.call("GET", "/api/v3/metadata_fields/{field}", path_values={"field": "phase"})
+            await api.call(
+                "PATCH",
+                "/api/v3/metadata_fields/{field}",
+                path_values={"field": "phase"},
+                json={"options": ["L1", "L2", "L3"]},
+            )
+            values = {
+                "serial": "SN-1",
+                "place": {"latitude": 1, "longitude": 2, "name": "Roof"},
+                "rated": 5,
+                "outdoor": True,
+            }
+            got = await api.call(
+                "PATCH", "/api/v3/devices/{device}/metadata", path_values=device, json={"values": values}
+            )
+            assert got["device"]["metadata"]["phase"] == "L1"
+            await api.call(
+                "PATCH",
+                "/api/v3/sites/{site_id}/devices/{device}/metadata",
+                path_values=scoped,
+                json={"values": {"rated": "x"}},
+                status=400,
+            )
+            filters = {
+                "q": "sn-1",
+                "connectivity.in": "ONLINE",
+                "tag.in": "attic",
+                "order": "NAME_DESC",
+                "expand": "tags,metadata",
+            }
+            found = await api.call("GET", "/api/v3/devices", params=filters)
+            assert found["total_count"] == 1
+            await api.call("GET", "/api/v3/devices", params={"foo.in": "x"}, status=400)
+            await api.call("DELETE", "/api/v3/devices/{device}/tags/{tag}", path_values=tagged)
+            await api.call("DELETE", "/api/v3/tags/{tag}", path_values={"tag": "attic"})
+            await api.call("DELETE", "/api/v3/metadata_fields/{field}", path_values={"field": "outdoor"})
+
         # Assets API v1, both roots.
         for root in ("/api", ""):
             page = await api.call(

@@ -19,12 +19,17 @@ LOG = logging.getLogger("gateway.api")
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    """GET /v3/devices and /v3/sites/{site_id}/devices, ordered by id."""
+    """GET /v3/devices and /v3/sites/{site_id}/devices: ordered by id unless `order` says, with
+    `q` and the filters of `params.device_filter`; `total_count` counts what the filters select."""
     page = params.page(request.query)
     expand = params.expand(request.query, params.DEVICE_EXPANDS)
+    search = params.device_filter(request.query)
     site = await lookup.own_site(request)
     services = request.app[SERVICES]
-    records, total = await services.store.list_devices(offset=page.offset, limit=page.limit)
+    online, seen = services.connectivity_sets() if search.connectivity is not None else ((), ())
+    records, total = await services.store.find_devices(
+        search, offset=page.offset, limit=page.limit, site_id=site.id, online=online, seen=seen
+    )
     views = await services.views(records, expand, request[ROLE])
     role = request[ROLE]
     body = [dto.device(view, role=role, expand=expand, site_record=site) for view in views]
