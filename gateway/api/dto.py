@@ -28,6 +28,7 @@ from gateway.model import (
     Role,
     Site,
 )
+from gateway.timeline import DeviceEvent
 
 
 def rfc3339(timestamp: float) -> str:
@@ -306,4 +307,16 @@ def execution_response(response: ExecutionResponse) -> JsonObject:
         "state": response.state.value,
         "payload": dict(response.payload),
         "received_at": rfc3339(response.received_at),
+    }
+
+
+def timeline_event(event: DeviceEvent) -> JsonObject:
+    """A timeline event, as the timeline lists it and the event stream sends it:
+    `{"id", "device_id", "type", "timestamp", "details"}` (`gateway.timeline` lists the details)."""
+    return {
+        "id": event.id,
+        "device_id": event.device_id,
+        "type": event.type.value,
+        "timestamp": rfc3339(event.timestamp),
+        "details": dict(event.details),
     }

@@ -15,7 +15,8 @@ from gateway.api.dto import DeviceView, TimeSync, alert_details
 from gateway.blueprints.catalog import ManifestCatalog
 from gateway.blueprints.conformance import readable
 from gateway.commands import Commands
-from gateway.live import LiveFeed
+from gateway.events import ConnectivityRecorder
+from gateway.live import EventFeed, LiveFeed
 from gateway.model import Connectivity, Device, DeviceType, JsonValue, Role
 from gateway.mqtt.accounts import DeviceAccounts
 from gateway.mqtt.broker import ManagedBroker
@@ -58,6 +59,9 @@ class Services:
     mdns: Callable[[], Mapping[str, JsonValue]] = field(default=no_mdns)
     # time.monotonic() when the daemon was put together, for its uptime.
     started: float = field(default_factory=time.monotonic)
+    # Timeline events live (the event stream), and the connectivity events' writer.
+    events: EventFeed = field(default_factory=EventFeed)
+    recorder: ConnectivityRecorder | None = None
 
     async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
         """Each device with its manifest, properties (those `role` may read), connectivity and
