@@ -877,13 +877,14 @@ class Store:
                 list(rows.last_seen.items()),
             )
         if rows.alerts:
+            # Compared with the alerts stored before this batch's update.
+            await self._alert_events(db, rows)
             # The row exists: last_seen above inserted it.
             await db.executemany(
                 "UPDATE device_state SET raised_alerts_json = ?, alerts_timestamp = ?"
                 " WHERE device_id = ? AND (alerts_timestamp IS NULL OR alerts_timestamp <= ?)",
                 [(text, ts, d, ts) for d, (text, ts) in rows.alerts.items()],
             )
-            await self._alert_events(db, rows)
         if rows.properties:
             await self._merge_properties(db, rows.properties)
         if rows.logs:
