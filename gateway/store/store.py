@@ -540,13 +540,15 @@ async def _insert_events(db: aiosqlite.Connection, events: Iterable[NewEvent]) -
     """Write timeline events inside the caller's transaction; the rows as written (with ids)."""
     written: list[DeviceEvent] = []
     for new in events:
+        # Whole microseconds, as RFC 3339 shows it: `timestamp.gte=<a timestamp>` must match it.
+        timestamp = round(new.timestamp, 6)
         rows = await db.execute_fetchall(
             "INSERT INTO device_events (device_id, type, timestamp, details_json) VALUES (?, ?, ?, ?)"
             " RETURNING id",
-            (new.device_id, new.type.value, new.timestamp, _dump(new.details)),
+            (new.device_id, new.type.value, timestamp, _dump(new.details)),
         )
         (row,) = rows
-        written.append(DeviceEvent(row["id"], new.device_id, new.type, new.timestamp, dict(new.details)))
+        written.append(DeviceEvent(row["id"], new.device_id, new.type, timestamp, dict(new.details)))
     return written
 
 
