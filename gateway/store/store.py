@@ -561,7 +561,11 @@ def _event_filter(
     """A WHERE condition on device_events and its parameters."""
     where = ["true"]
     parameters: list[Any] = []
-    if device_ids is not None:
+    if device_ids is not None and len(device_ids) == 1:
+        # `=` rather than IN: the (device_id, timestamp) index then also gives the order.
+        where.append("device_id = ?")
+        parameters.extend(device_ids)
+    elif device_ids is not None:
         where.append("device_id IN (SELECT value FROM json_each(?))")
         parameters.append(_id_list(device_ids))
     if types is not None:
@@ -2174,17 +2178,16 @@ class Store:
     ) -> dict[str, DeviceEvent]:
         """Each device's newest event of `types` with timestamp < `before` (devices with none are
         left out): with `timeline.CONNECTIVITY`, whether it was online when a window began."""
-        found: dict[str, DeviceEvent] = {}
-        for device_id in device_ids:
-            condition, parameters = _event_filter([device_id], types, None, before)
-            rows = await self._fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE {condition}"
-                " ORDER BY timestamp DESC, id DESC LIMIT 1",
-                parameters,
-            )
-            if rows:
-                found[device_id] = _event(rows[0])
-        return found
+        # One query; per device, the (device_id, timestamp) index is walked back from `before`.
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE id IN ("
+            " SELECT (SELECT id FROM device_events WHERE device_id = wanted.value"
+            " AND type IN (SELECT value FROM json_each(?2)) AND timestamp < ?3"
+            " ORDER BY timestamp DESC, id DESC LIMIT 1)"
+            " FROM json_each(?1) AS wanted)",
+            (_id_list(device_ids), _id_list([event_type.value for event_type in types]), before),
+        )
+        return {row["device_id"]: _event(row) for row in rows}
 
     async def purge_timeline(self, before: float, *, chunk: int = 1000) -> int:
         """Delete timeline events older than `before`, oldest first, in small transactions; how many."""
