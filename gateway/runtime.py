@@ -45,6 +45,7 @@ from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
 from gateway.store.store import DATABASE_FILE, SetAside, Store
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
+from gateway.timeline import GATEWAY_STOPPED
 
 LOG = logging.getLogger("gateway")
 
@@ -183,6 +184,8 @@ async def run(config: Config) -> None:
             broker: ManagedBroker | None = None
             authority: Authority | None = None
             if config.mqtt.mode == "managed":
+                # The previous run's broker stopped with it: its devices are not connected now.
+                await store.end_open_connections(GATEWAY_STOPPED)
                 if config.mqtt.tls_port != 0:
                     authority = await open_authority(config, store)
                 broker = await stack.enter_async_context(

@@ -22,7 +22,9 @@ notices through `gateway.events`. Every event has a `type` (the wire spelling be
 
 Disconnect reasons are Mosquitto's (`gateway.mqtt.notices`): `disconnected` (a clean DISCONNECT),
 `closed its connection` (the socket closed without one, e.g. a killed process), `exceeded timeout`,
-`session taken over`, ...; and `broker restarted` when the managed broker went down.
+`session taken over`, ...; `broker restarted` when the managed broker went down, and `gateway
+stopped` for the connections a stopped daemon's managed broker took along (recorded at the next
+start, stamped with the device's last message).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ CONNECTIVITY: frozenset[EventType] = frozenset({EventType.CONNECTED, EventType.D
 
 BROKER_RESTARTED = "broker restarted"
 """The `reason` of the disconnections a broker restart causes (no notice tells of them)."""
+
+GATEWAY_STOPPED = "gateway stopped"
+"""The `reason` recorded at start for devices the previous run left connected: the managed broker
+stopped with it, and took their connections along."""
 
 # A user event's `code`: a short identifier, like Blynk's event codes.
 USER_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")

@@ -722,7 +722,8 @@ def _schemas() -> Doc:
                 "details": _free_object(
                     "By type: `connected` {}; `disconnected` {reason} as the broker gave it (`disconnected`: "
                     "a clean DISCONNECT; `closed its connection`: the socket closed without one, e.g. a "
-                    "killed process; `exceeded timeout`; `session taken over`; `broker restarted`); "
+                    "killed process; `exceeded timeout`; `session taken over`; `broker restarted`; `gateway "
+                    "stopped`, recorded at the next start); "
                     "`provisioned` {name, slug, type}; `config_generated` {protocol}; `config_revoked` "
                     "{protocol, reason: replaced|removed}; `blueprint_assigned` {blueprint_id, "
                     "blueprint_name}; `renamed` {old_name, new_name, old_slug, new_slug}; `alert_raised` "

@@ -2099,6 +2099,30 @@ class Store:
         self._announce(events)
         return events
 
+    async def end_open_connections(self, reason: str) -> list[DeviceEvent]:
+        """Record `disconnected` (with `reason`) for every device whose newest connectivity event
+        is `connected`: at start, for the connections the previous run's broker took along when it
+        stopped. Stamped with the device's last message, or its connection time if later."""
+        async with self._transaction(durable=False) as db:
+            rows = await db.execute_fetchall(
+                "SELECT e.device_id, max(e.timestamp, coalesce(s.last_seen_at, 0)) AS ended"
+                " FROM devices AS d"
+                " JOIN device_events AS e ON e.id = (SELECT id FROM device_events"
+                " WHERE device_id = d.id AND type IN ('connected', 'disconnected')"
+                " ORDER BY timestamp DESC, id DESC LIMIT 1)"
+                " LEFT JOIN device_state AS s ON s.device_id = d.id"
+                " WHERE e.type = 'connected'"
+            )
+            events = await _insert_events(
+                db,
+                [
+                    NewEvent(row["device_id"], EventType.DISCONNECTED, row["ended"], {"reason": reason})
+                    for row in rows
+                ],
+            )
+        self._announce(events)
+        return events
+
     async def clear_device_data(self, device_id: str) -> DeviceEvent:
         """Delete the device's data history and record `data_cleared`; LookupError for an unknown
         device.

@@ -6,6 +6,7 @@ Also user events with filters and paging, and clearing a device's data."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import aiomqtt
 import enapter
 import httpx
 import pytest
@@ -283,3 +285,33 @@ async def test_clear_data_keeps_the_device_and_its_credentials(
             d for d in (await http.get("/v3/devices")).json()["devices"] if d["type"] == "GATEWAY"
         )
         assert (await http.post(f"/v3/devices/{gateway_device['id']}/clear_data")).status_code == 422
+
+
+async def test_a_device_left_connected_by_a_stopped_gateway_is_disconnected_at_the_next_start(
+    gateway: GatewayProcess, installer_token: str
+) -> None:
+    device = await provision(gateway, installer_token, "Sleeper")
+    timeline = f"/v3/devices/{device.device_id}/timeline"
+    connectivity = {"type.in": "connected,disconnected"}
+    async with http_client(gateway, installer_token) as http:
+
+        async def connected() -> bool:
+            return bool((await http.get(timeline, params=connectivity)).json()["total_count"] == 1)
+
+        # Leaving the client fails once the broker is gone with the gateway.
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                gateway.mqtt_port,
+                username=device.hardware_id,
+                password=device.password,
+                timeout=5,
+            ):
+                await eventually(connected, 10)
+                assert gateway.stop() == 0  # the managed broker goes with it
+        gateway.start()
+        events = (await http.get(timeline, params=connectivity)).json()["events"]
+    assert [(event["type"], event["details"]) for event in events] == [
+        ("disconnected", {"reason": "gateway stopped"}),
+        ("connected", {}),
+    ]

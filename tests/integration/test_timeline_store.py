@@ -190,6 +190,29 @@ async def test_connectivity_goes_to_the_device_holding_the_identity(tmp_path: Pa
         assert await store.timeline_events([other.id], CONNECTIVITY, None, None) == []
 
 
+async def test_connections_left_open_by_a_stopped_run_are_ended_at_start(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db") as store:
+        left = await add_device(store, "A", hardware_id="A")
+        quiet = await add_device(store, "B", hardware_id="B")
+        gone = await add_device(store, "C", hardware_id="C")
+        for device in (left, quiet, gone):
+            await store.set_credential(device_id=device.id, protocol="MQTT", username=device.name, secret="s")
+        await store.record_connectivity(
+            [
+                ConnectivityChange("A", True, 10.0),
+                ConnectivityChange("B", True, 10.0),
+                ConnectivityChange("C", True, 10.0),
+                ConnectivityChange("C", False, 12.0, "disconnected"),
+            ]
+        )
+        store.enqueue(telemetry(left, 1.0, None, 50.0))  # A spoke last at 50
+        await store.flush()
+        ended = await store.end_open_connections("gateway stopped")
+        assert {(e.device_id, e.timestamp) for e in ended} == {(left.id, 50.0), (quiet.id, 10.0)}
+        assert all(e.details == {"reason": "gateway stopped"} for e in ended)
+        assert await store.end_open_connections("gateway stopped") == []
+
+
 async def test_clearing_data_keeps_the_device_and_an_open_execution(tmp_path: Path) -> None:
     clock = Clock()
     async with Store.open(tmp_path / "db", clock=clock) as store:
