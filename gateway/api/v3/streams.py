@@ -29,7 +29,7 @@ from gateway.blueprints.conformance import readable
 from gateway.live import FeedClosed, SlowConsumer, StreamedKind, Subscription, TooManySubscriptions
 from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Role, Telemetry
 from gateway.store.store import Ingested
-from gateway.timeline import DeviceEvent, EventType
+from gateway.timeline import EventType
 
 LOG = logging.getLogger("gateway.api.streams")
 
@@ -198,11 +198,7 @@ async def site_events(request: web.Request) -> web.StreamResponse:
             found.add(device.id)
         device_ids = frozenset(found)
     feed = request.app[SERVICES].events
-    return await _serve(request, feed.subscribe(device_ids, types), feed.drop, _event_frame)
-
-
-def _event_frame(event: DeviceEvent) -> JsonObject:
-    return dto.timeline_event(event)
+    return await _serve(request, feed.subscribe(device_ids, types), feed.drop, dto.timeline_event)
 
 
 async def close_streams(app: web.Application) -> None:
