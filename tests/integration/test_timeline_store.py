@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.events import ConnectivityRecorder
 from gateway.model import (
     CommandResponse,
     CommandResponseState,
@@ -315,3 +316,23 @@ async def test_events_go_with_their_device(tmp_path: Path) -> None:
         await store.add_event(NewEvent(device.id, EventType.USER, 1.0, {"code": "x"}))
         assert await store.delete_device(device.id)
         assert await store.timeline_events(None, None, None, None) == []
+
+
+async def test_the_connectivity_recorder_is_bounded_and_writes_in_batches(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db") as store:
+        device = await add_device(store)
+        await store.set_credential(device_id=device.id, protocol="MQTT", username="HW1", secret="a")
+        heard: list[DeviceEvent] = []
+        store.event_listeners.append(heard.extend)
+        recorder = ConnectivityRecorder(store, Clock(50.0), queue_size=3)
+        recorder.record(ConnectivityChange("HW1", True, 10.0))
+        recorder.broker_restarted(["HW1", "HW2"])  # HW2 holds no credential: skipped when written
+        recorder.record(ConnectivityChange("HW1", True, 60.0))  # over the bound: dropped
+        assert (recorder.pending, recorder.dropped) == (3, 1)
+        await recorder.write_pending()
+        assert recorder.pending == 0
+        assert recorder.recorded == 2
+    assert [(e.type, e.timestamp, e.details) for e in heard] == [
+        (EventType.CONNECTED, 10.0, {}),
+        (EventType.DISCONNECTED, 50.0, {"reason": "broker restarted"}),
+    ]
