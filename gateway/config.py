@@ -120,6 +120,7 @@ class RetentionConfig:
     telemetry_1m: float  # seconds to keep the 1-minute rollups
     telemetry_1h: float  # seconds to keep the 1-hour rollups
     max_database_mb: int  # oldest telemetry goes first past this size; 0 = no limit
+    timeline: float  # seconds to keep device timeline events
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,7 @@ def parse(data: Mapping[str, object], *, base_dir: Path) -> Config:
         telemetry_1m=_seconds(table, "telemetry_1m", 90 * _DAY),
         telemetry_1h=_seconds(table, "telemetry_1h", 3650 * _DAY),
         max_database_mb=_count(table, "max_database_mb", 2048),
+        timeline=_seconds(table, "timeline", 90 * _DAY),
     )
     table.finish()
 

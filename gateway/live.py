@@ -1,4 +1,5 @@
-"""The live feed: accepted device messages fanned out to stream subscribers (the WebSocket streams).
+"""The live feeds: accepted device messages, and timeline events, fanned out to stream subscribers
+(the WebSocket streams).
 
 `publish` is an ingest listener on the per-message hot path: it never awaits and does nothing but a
 length check when nobody is subscribed. Each subscription has a bounded queue; a subscriber that
@@ -11,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TypeAlias
+from collections.abc import AsyncIterator, Sequence
+from typing import Generic, TypeAlias, TypeVar
 
 from gateway.model import LogEntry, Properties, Telemetry
 from gateway.store.store import Ingested
+from gateway.timeline import DeviceEvent, EventType
 
 # What can be streamed; command responses have their own waiters (`gateway.commands`).
 StreamedKind: TypeAlias = type[Telemetry] | type[Properties] | type[LogEntry]
@@ -40,14 +42,18 @@ class TooManySubscriptions(Exception):
     """`subscribe` refused: the cap on concurrent subscriptions is reached."""
 
 
-class Subscription:
-    """One subscriber's view of the feed: the messages it asked for, in arrival order."""
+Item = TypeVar("Item")
+Kind = TypeVar("Kind")
 
-    def __init__(self, device_ids: frozenset[str] | None, kinds: frozenset[StreamedKind], size: int) -> None:
+
+class Subscription(Generic[Item, Kind]):
+    """One subscriber's view of a feed: the items it asked for, in arrival order."""
+
+    def __init__(self, device_ids: frozenset[str] | None, kinds: frozenset[Kind], size: int) -> None:
         self.device_ids = device_ids
         self.kinds = kinds
         self._size = size
-        self._items: collections.deque[Ingested] = collections.deque()
+        self._items: collections.deque[Item] = collections.deque()
         self._wakeup = asyncio.Event()
         self._ended: type[SubscriptionEnded] | None = None
 
@@ -61,7 +67,7 @@ class Subscription:
         """Messages waiting to be taken with `get`."""
         return len(self._items)
 
-    async def get(self) -> Ingested:
+    async def get(self) -> Item:
         """The next message; raises `SlowConsumer` once dropped, `FeedClosed` once the feed closed."""
         while True:
             if self._ended is not None:
@@ -71,7 +77,7 @@ class Subscription:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def offer(self, item: Ingested) -> bool:
+    def offer(self, item: Item) -> bool:
         """Queue `item`; False (and the subscription dropped) when the queue is already full."""
         if self._ended is not None:
             return True
@@ -98,9 +104,9 @@ class LiveFeed:
     ) -> None:
         self._queue_size = queue_size
         self._max_subscriptions = max_subscriptions
-        self._subscriptions: set[Subscription] = set()
-        self._by_device: dict[str, set[Subscription]] = {}
-        self._every_device: set[Subscription] = set()
+        self._subscriptions: set[Subscription[Ingested, StreamedKind]] = set()
+        self._by_device: dict[str, set[Subscription[Ingested, StreamedKind]]] = {}
+        self._every_device: set[Subscription[Ingested, StreamedKind]] = set()
         self._closed = False
         self.dropped = 0  # subscriptions ended as slow consumers
         self.refused = 0  # subscriptions refused at the cap
@@ -122,7 +128,7 @@ class LiveFeed:
                 if kind in subscription.kinds and not subscription.offer(item):
                     self.dropped += 1
 
-    def drop(self, subscription: Subscription) -> None:
+    def drop(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
         """Drop a subscriber that could not take a message in time (counted like a full queue)."""
         if not subscription.ended:
             subscription.end(SlowConsumer)
@@ -131,7 +137,7 @@ class LiveFeed:
     @contextlib.asynccontextmanager
     async def subscribe(
         self, device_ids: frozenset[str] | None, kinds: frozenset[StreamedKind]
-    ) -> AsyncIterator[Subscription]:
+    ) -> AsyncIterator[Subscription[Ingested, StreamedKind]]:
         """Subscribe to `kinds` of messages from `device_ids` (None: every device) until exit.
 
         Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
@@ -141,7 +147,7 @@ class LiveFeed:
         if len(self._subscriptions) >= self._max_subscriptions:
             self.refused += 1
             raise TooManySubscriptions()
-        subscription = Subscription(device_ids, kinds, self._queue_size)
+        subscription = Subscription[Ingested, StreamedKind](device_ids, kinds, self._queue_size)
         self._add(subscription)
         try:
             yield subscription
@@ -155,7 +161,7 @@ class LiveFeed:
         for subscription in self._subscriptions:
             subscription.end(FeedClosed)
 
-    def _add(self, subscription: Subscription) -> None:
+    def _add(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
         self._subscriptions.add(subscription)
         if subscription.device_ids is None:
             self._every_device.add(subscription)
@@ -163,7 +169,7 @@ class LiveFeed:
         for device_id in subscription.device_ids:
             self._by_device.setdefault(device_id, set()).add(subscription)
 
-    def _remove(self, subscription: Subscription) -> None:
+    def _remove(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
         self._subscriptions.discard(subscription)
         if subscription.device_ids is None:
             self._every_device.discard(subscription)
@@ -174,3 +180,68 @@ class LiveFeed:
                 group.discard(subscription)
                 if not group:
                     del self._by_device[device_id]
+
+
+EventSubscription: TypeAlias = Subscription[DeviceEvent, EventType]
+
+
+class EventFeed:
+    """Fans out committed timeline events (a store event listener) to the event stream's
+    subscribers, each with a bounded queue, as `LiveFeed` does for device messages."""
+
+    def __init__(
+        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    ) -> None:
+        self._queue_size = queue_size
+        self._max_subscriptions = max_subscriptions
+        self._subscriptions: set[EventSubscription] = set()
+        self._closed = False
+        self.dropped = 0  # subscriptions ended as slow consumers
+        self.refused = 0  # subscriptions refused at the cap
+
+    @property
+    def subscriptions(self) -> int:
+        """Open subscriptions (dropped ones count until their subscriber leaves)."""
+        return len(self._subscriptions)
+
+    def publish(self, events: Sequence[DeviceEvent]) -> None:
+        """Offer events to the subscriptions that asked for their device and type (never blocks)."""
+        for event in events:
+            for subscription in self._subscriptions:
+                if subscription.device_ids is not None and event.device_id not in subscription.device_ids:
+                    continue
+                if event.type in subscription.kinds and not subscription.offer(event):
+                    self.dropped += 1
+
+    def drop(self, subscription: EventSubscription) -> None:
+        """Drop a subscriber that could not take an event in time (counted like a full queue)."""
+        if not subscription.ended:
+            subscription.end(SlowConsumer)
+            self.dropped += 1
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, device_ids: frozenset[str] | None, types: frozenset[EventType]
+    ) -> AsyncIterator[EventSubscription]:
+        """Subscribe to `types` of events of `device_ids` (None: every device) until exit.
+
+        Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
+        """
+        if self._closed:
+            raise FeedClosed()
+        if len(self._subscriptions) >= self._max_subscriptions:
+            self.refused += 1
+            raise TooManySubscriptions()
+        subscription = EventSubscription(device_ids, types, self._queue_size)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            subscription.end(FeedClosed)
+
+    def close(self) -> None:
+        """End every subscription and refuse new ones (the gateway is stopping)."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.end(FeedClosed)

@@ -25,36 +25,48 @@ class Presence:
         self._seen: set[str] = set()
         self.connects = 0
 
-    def connected(self, client_id: str, username: str | None) -> None:
-        """A client authenticated; `username` None (no credentials) is not a device."""
+    def connected(self, client_id: str, username: str | None) -> tuple[str | None, bool]:
+        """A client authenticated; `username` None (no credentials) is not a device.
+
+        Returns (an identity this left with no connection, whether `username` came online): a
+        device is connected from its first open connection to the end of its last one, however
+        many it holds in between (the SDK opens two or three).
+        """
         if username is None:
-            return
+            return None, False
+        came_online = self._open.get(username, 0) == 0
         # A client id reused while its old session lives replaces that session (takeover).
-        self.disconnected(client_id)
+        gone = self.disconnected(client_id)
         self._identity_of[client_id] = username
         self._open[username] = self._open.get(username, 0) + 1
         self._seen.add(username)
         self.connects += 1
+        return (None if gone == username else gone), came_online
 
-    def disconnected(self, client_id: str) -> None:
-        """A client's connection ended, for whatever reason."""
+    def disconnected(self, client_id: str) -> str | None:
+        """A client's connection ended, for whatever reason; returns its identity if that has no
+        open connection left (the device went offline), else None."""
         username = self._identity_of.pop(client_id, None)
         if username is None:
-            return
+            return None
         remaining = self._open.get(username, 0) - 1
         if remaining > 0:
             self._open[username] = remaining
-        else:
-            self._open.pop(username, None)
+            return None
+        self._open.pop(username, None)
+        return username
 
     def message(self, identity: str, now: float) -> None:
         """A message arrived from `identity` at `now`."""
         self._last_message[identity] = now
 
-    def reset_connections(self) -> None:
-        """The broker restarted: every connection is gone, whatever notices were missed."""
+    def reset_connections(self) -> list[str]:
+        """The broker restarted: every connection is gone, whatever notices were missed. Returns
+        the identities that had open connections (sorted)."""
+        online = sorted(self._open)
         self._identity_of.clear()
         self._open.clear()
+        return online
 
     def open_connections(self, identity: str) -> int:
         """How many broker connections `identity` holds now."""

@@ -29,7 +29,8 @@ from gateway.api.services import DeviceEndpoint, Services, no_mdns
 from gateway.blueprints.catalog import ManifestCatalog
 from gateway.commands import Commands
 from gateway.config import Config, ConfigError, ExternalBrokerConfig, RetentionConfig
-from gateway.live import LiveFeed
+from gateway.events import ConnectivityRecorder
+from gateway.live import EventFeed, LiveFeed
 from gateway.mdns.advertiser import Advertisement, MdnsAdvertiser
 from gateway.model import Connectivity, Device, MqttProtocol
 from gateway.mqtt import dynsec
@@ -44,6 +45,7 @@ from gateway.mqtt.pki import ServerNames
 from gateway.presence import Presence
 from gateway.store.store import DATABASE_FILE, SetAside, Store
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
+from gateway.timeline import GATEWAY_STOPPED
 
 LOG = logging.getLogger("gateway")
 
@@ -165,6 +167,9 @@ async def run(config: Config) -> None:
             site = await store.ensure_site(name=config.gateway.site_name, timezone=config.gateway.timezone)
             LOG.info("site %r (%s), state in %s", site.name, site.id, state_dir)
             presence = Presence(config.mqtt.online_window)
+            recorder = ConnectivityRecorder(store, time.time)
+            events = EventFeed()
+            store.event_listeners.append(events.publish)
 
             async def accounts() -> list[dynsec.DeviceAccount]:
                 return [
@@ -180,6 +185,8 @@ async def run(config: Config) -> None:
             broker: ManagedBroker | None = None
             authority: Authority | None = None
             if config.mqtt.mode == "managed":
+                # The previous run's broker stopped with it: its devices are not connected now.
+                await store.end_open_connections(GATEWAY_STOPPED)
                 if config.mqtt.tls_port != 0:
                     authority = await open_authority(config, store)
                 broker = await stack.enter_async_context(
@@ -187,7 +194,7 @@ async def run(config: Config) -> None:
                         config.mqtt,
                         BrokerFiles(state_dir / "broker"),
                         accounts,
-                        on_restart=presence.reset_connections,
+                        on_restart=lambda: recorder.broker_restarted(presence.reset_connections()),
                         tls=None if authority is None else authority.files,
                     )
                 )
@@ -209,6 +216,7 @@ async def run(config: Config) -> None:
                 on_flood=lockout.shut_out,
             )
             ingest.register(await all_devices(store))
+            ingest.connectivity_listeners.append(recorder.record)
             if broker is not None:
                 broker.restart_listeners.append(ingest.reconnect_now)
             commands = Commands(
@@ -241,6 +249,8 @@ async def run(config: Config) -> None:
                 live=live,
                 manifests=manifests,
                 mdns=no_mdns if advertiser is None else advertiser.status,
+                events=events,
+                recorder=recorder,
             )
             async with asyncio.TaskGroup() as group:
                 if broker is not None:
@@ -257,6 +267,7 @@ async def run(config: Config) -> None:
                         name="certificate-renewal",
                     )
                 group.create_task(ingest.run(), name="ingest")
+                group.create_task(recorder.run(), name="connectivity-events")
                 group.create_task(lockout.run(), name="flood-lockout")
                 group.create_task(commands.run(), name="command-timeouts")
                 group.create_task(retention(store, config.retention), name="retention")
@@ -316,7 +327,8 @@ async def advertisement(config: Config, store: Store, *, mqtts: bool) -> Adverti
 
 async def retention(store: Store, keep: RetentionConfig) -> None:
     """Delete what is past its retention: telemetry by age and then by database size, temporary
-    device logs (`persist: false`), ephemeral command executions (after a day, §3.3)."""
+    device logs (`persist: false`), ephemeral command executions (after a day, §3.3), timeline
+    events."""
     # Often enough that nothing outlives its limit by more than a quarter of it.
     interval = min(RETENTION_CHECK_S, keep.temporary_logs / 4, keep.telemetry_raw / 4)
     while True:
@@ -343,6 +355,7 @@ async def retention(store: Store, keep: RetentionConfig) -> None:
             deleted["ephemeral executions"] = await store.purge_ephemeral_executions(
                 now - EPHEMERAL_EXECUTIONS_S
             )
+            deleted["timeline events"] = await store.purge_timeline(now - keep.timeline)
         except sqlite3.Error as exc:  # e.g. a full disk: try again next round, ingest goes on
             LOG.error("could not delete old data: %s", exc)
         else:

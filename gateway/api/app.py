@@ -33,6 +33,7 @@ from gateway.api.v3 import (
     streams,
     tags,
     telemetry,
+    timeline,
 )
 from gateway.config import ApiConfig
 from gateway.model import Role
@@ -98,9 +99,16 @@ def endpoints() -> list[Endpoint]:
             Endpoint(
                 "PATCH", prefix + "/devices/{device}/metadata", metadata.update_device_metadata, Role.OWNER
             ),
+            # The timeline (the gateway's own addition): anyone may read it, a USER may add to it
+            # (like running a command), clearing data is a device change (OWNER).
+            Endpoint("GET", prefix + "/devices/{device}/timeline", timeline.device_timeline, Role.READONLY),
+            Endpoint("POST", prefix + "/devices/{device}/events", timeline.post_event, Role.USER),
+            Endpoint("POST", prefix + "/devices/{device}/clear_data", timeline.clear_data, Role.OWNER),
         ]
     table += [
         Endpoint("GET", "/api/v3/site", sites.get_site, Role.READONLY),
+        # The site's timeline events live, over a WebSocket (a plain GET is a 400).
+        Endpoint("GET", "/api/v3/site/events", streams.site_events, Role.READONLY),
         Endpoint("PATCH", "/api/v3/site", sites.update_site, Role.OWNER),
         Endpoint("GET", "/api/v3/sites", sites.list_sites, Role.READONLY),
         Endpoint("POST", "/api/v3/sites", sites.create_site, Role.OWNER),

@@ -30,6 +30,7 @@ from gateway.model import (
     Role,
     Site,
 )
+from gateway.timeline import DeviceEvent
 
 
 def rfc3339(timestamp: float) -> str:
@@ -397,3 +398,15 @@ def metadata_field(record: MetadataField) -> JsonObject:
     if record.options:
         body["options"] = list(record.options)
     return body
+
+
+def timeline_event(event: DeviceEvent) -> JsonObject:
+    """A timeline event, as the timeline lists it and the event stream sends it:
+    `{"id", "device_id", "type", "timestamp", "details"}` (`gateway.timeline` lists the details)."""
+    return {
+        "id": event.id,
+        "device_id": event.device_id,
+        "type": event.type.value,
+        "timestamp": rfc3339(event.timestamp),
+        "details": dict(event.details),
+    }

@@ -116,6 +116,20 @@ class GatewayCollector:
         yield CounterMetricFamily(
             "gateway_streams_refused", "Streams refused at the cap on open streams.", value=live.refused
         )
+        events = services.events
+        yield GaugeMetricFamily(
+            "gateway_event_streams_open", "Open site event streams.", value=events.subscriptions
+        )
+        yield CounterMetricFamily(
+            "gateway_event_streams_dropped",
+            "Site event streams closed because the client fell behind.",
+            value=events.dropped,
+        )
+        yield CounterMetricFamily(
+            "gateway_timeline_events_dropped",
+            "Connectivity events not recorded: their queue was full or their write failed.",
+            value=0 if services.recorder is None else services.recorder.dropped,
+        )
         requests = CounterMetricFamily(
             "gateway_api_requests",
             "HTTP requests by method, route template and status.",

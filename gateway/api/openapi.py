@@ -59,6 +59,7 @@ from gateway.model import (
     Role,
 )
 from gateway.stats import WINDOWS
+from gateway.timeline import MAX_USER_DESCRIPTION, EventType
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/openapi.json"
@@ -729,6 +730,44 @@ def _schemas() -> Doc:
             ["device_id", "received_at", "timestamp"],
             description="Exactly one of `telemetry`, `properties` and `log`.",
         ),
+        # The timeline (the gateway's own addition); also the frames of the site event stream.
+        "TimelineEvent": _object(
+            {
+                "id": _integer("Grows with insertion."),
+                "device_id": _string(),
+                "type": _enum((t.value for t in EventType), "What happened."),
+                "timestamp": _TIME,
+                "details": _free_object(
+                    "By type: `connected` {}; `disconnected` {reason} as the broker gave it (`disconnected`: "
+                    "a clean DISCONNECT; `closed its connection`: the socket closed without one, e.g. a "
+                    "killed process; `exceeded timeout`; `session taken over`; `broker restarted`; `gateway "
+                    "stopped`, recorded at the next start); "
+                    "`provisioned` {name, slug, type}; `config_generated` {protocol}; `config_revoked` "
+                    "{protocol, reason: replaced|removed}; `blueprint_assigned` {blueprint_id, "
+                    "blueprint_name}; `renamed` {old_name, new_name, old_slug, new_slug}; `alert_raised` "
+                    "and `alert_cleared` {alert}; `command_executed` {execution_id, command, state}; "
+                    "`data_cleared` {}; `user` {code, description}."
+                ),
+            },
+            description="A device stays connected from its first open broker connection to the end of "
+            "its last (the SDK holds several).",
+        ),
+        "TimelineList": _object(
+            {
+                "events": {"type": "array", "items": _ref("TimelineEvent")},
+                "total_count": _integer(minimum=0),
+            }
+        ),
+        "TimelineEventEnvelope": _object({"event": _ref("TimelineEvent")}),
+        "UserEvent": _object(
+            {
+                "code": _string(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
+                "description": {**_NULLABLE_STRING, "maxLength": MAX_USER_DESCRIPTION},
+            },
+            ["code"],
+            description="A user-triggered event: `code` an identifier, `description` optional text.",
+            closed=False,
+        ),
     }
 
 
@@ -1132,7 +1171,87 @@ def _device_operations(prefix: str, scoped: bool) -> list[Operation]:
             responses=_ok("ExecutionEnvelope"),
             errors=("400", "404"),
         ),
+        *_timeline_operations(one, device, suffix),
     ]
+
+
+def _timeline_operations(one: str, device: tuple[Doc, ...], suffix: str) -> list[Operation]:
+    """A device's timeline, user events and clearing its data (the gateway's own additions)."""
+    time_note = "RFC 3339 (with a zone) or unix seconds."
+    return [
+        Operation(
+            "GET",
+            one + "/timeline",
+            "getDeviceTimeline" + suffix,
+            "Timeline",
+            "A device's timeline",
+            "What happened to the device, newest first (by timestamp, then id): connectivity with the "
+            "broker's reasons, provisioning, configuration, blueprint, renames, alerts, command "
+            "outcomes, cleared data and user events. Kept for `retention.timeline`.",
+            (
+                *device,
+                _comma_list("type.in", (t.value for t in EventType), "Only these types; may repeat."),
+                _parameter("timestamp.gte", "query", {"type": "string"}, "From this time on. " + time_note),
+                _parameter("timestamp.lt", "query", {"type": "string"}, "Before this time. " + time_note),
+                _param("Offset"),
+                _param("Limit"),
+            ),
+            responses=_ok("TimelineList"),
+            errors=("400", "404"),
+        ),
+        Operation(
+            "POST",
+            one + "/events",
+            "createDeviceEvent" + suffix,
+            "Timeline",
+            "Add a user event to a device's timeline",
+            "Returns the event as stored (type `user`).",
+            device,
+            body=_json_body("UserEvent", required=True),
+            responses=_ok("TimelineEventEnvelope"),
+            errors=("400", "404", "413"),
+        ),
+        Operation(
+            "POST",
+            one + "/clear_data",
+            "clearDeviceData" + suffix,
+            "Timeline",
+            "Delete a device's data, keep the device",
+            "Deletes its telemetry (latest values, history, rollups), raised alerts, manifest "
+            "mismatches, logs and finished command executions. Keeps the device, its credentials "
+            "(it stays connected), blueprint, properties and timeline, and executions still in "
+            "progress (they end normally). Returns the `data_cleared` event; 422 for the gateway's "
+            "own device.",
+            device,
+            responses=_ok("TimelineEventEnvelope"),
+            errors=("404", "422"),
+        ),
+    ]
+
+
+def _site_events_operation() -> Operation:
+    return Operation(
+        "GET",
+        "/api/v3/site/events",
+        "streamSiteEvents",
+        "Streams",
+        "Timeline events as they happen (WebSocket)",
+        "WebSocket only: each timeline event (connectivity, alerts, provisioning, configuration, "
+        "...) once recorded, of the devices named by `device_id.in` (every device when none is) and "
+        "the types in `type.in` (every type when none is). A plain GET is 400. "
+        + _WEBSOCKET_NOTE.format(frame="TimelineEvent"),
+        (
+            _parameter(
+                "device_id.in",
+                "query",
+                {"type": "string"},
+                "Device ids or slugs, comma-separated; may repeat; at most 100.",
+            ),
+            _comma_list("type.in", (t.value for t in EventType), "Only these types; may repeat."),
+        ),
+        responses=_switching("TimelineEvent"),
+        errors=("400", "404", "503"),
+    )
 
 
 def _site_operations() -> list[Operation]:
@@ -2031,6 +2150,7 @@ def operations() -> list[Operation]:
         *_device_finding_operations("/api/v3/sites/{site_id}", True),
         *_finding_operations(),
         _site_executions_operation(),
+        _site_events_operation(),
         *_provisioning_operations(),
         *_telemetry_operations(),
         *_blueprint_operations(),
@@ -2046,6 +2166,7 @@ _TAGS: tuple[tuple[str, str], ...] = (
     ("Commands", "Command executions: run, send, list."),
     ("Logs", "Device logs."),
     ("Streams", "WebSocket streams (GET with `Upgrade: websocket`)."),
+    ("Timeline", "What happened to each device, and user events (the gateway's own addition)."),
     ("Provisioning", "Creating devices of every kind."),
     ("Telemetry", "Latest values and history."),
     ("Blueprints", "Blueprint archives, manifests and device profiles."),

@@ -26,6 +26,7 @@ from gateway.model import (
     LogSeverity,
     MqttProtocol,
 )
+from gateway.timeline import MAX_USER_DESCRIPTION, USER_CODE, EventType
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -528,3 +529,66 @@ def device_filter(query: Mapping[str, str]) -> DeviceFilter:
         raised_alert_names=_text_set(query, "raised_alert_names.in"),
         order=order,
     )
+
+
+# --- Timeline (the gateway's own addition) -------------------------------------------------------
+
+
+def event_types(query: Mapping[str, str]) -> frozenset[EventType] | None:
+    """`type.in=connected,disconnected` (repeatable); None when absent (every type)."""
+    getall = getattr(query, "getall", None)
+    raws: list[str] = getall("type.in", []) if getall is not None else [query.get("type.in", "")]
+    names = {name.lower() for raw in raws for name in comma_list(raw)}
+    if not names:
+        return None
+    unknown = sorted(names - set(EventType.__members__.values()))
+    if unknown:
+        allowed = ", ".join(event_type.value for event_type in EventType)
+        raise invalid_parameter("type.in", f"unknown type {unknown[0][:40]!r}; allowed: {allowed}")
+    return frozenset(EventType(name) for name in names)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineQuery:
+    """`GET /v3/devices/{device}/timeline` filters: types, `timestamp.gte` <= time < `timestamp.lt`."""
+
+    types: frozenset[EventType] | None
+    since: float | None
+    until: float | None
+    page: Page
+
+
+def timeline_query(query: Mapping[str, str]) -> TimelineQuery:
+    """The timeline filters; every bad value is a 400 naming its parameter."""
+    bounds = {
+        name: moment(query[name], name) if query.get(name) else None
+        for name in ("timestamp.gte", "timestamp.lt")
+    }
+    return TimelineQuery(
+        types=event_types(query),
+        since=bounds["timestamp.gte"],
+        until=bounds["timestamp.lt"],
+        page=page(query),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """`POST /v3/devices/{device}/events`: a user-triggered timeline event."""
+
+    code: str
+    description: str | None
+
+
+def user_event(body: JsonObject) -> UserEvent:
+    """`{"code", "description"?}`: `code` an identifier (a letter, then letters, digits, `_`, `.`,
+    `-`; at most 64), `description` optional text of at most 1000 characters."""
+    code = body.get("code")
+    if code is None or code == "":
+        raise invalid_parameter("code", "is required")
+    if not isinstance(code, str) or not USER_CODE.fullmatch(code):
+        raise invalid_parameter(
+            "code", "must be 1-64 characters: a letter, then letters, digits, '_', '.' or '-'"
+        )
+    description = optional_string(body, "description", max_length=MAX_USER_DESCRIPTION)
+    return UserEvent(code=code, description=description)

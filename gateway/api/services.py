@@ -15,7 +15,8 @@ from gateway.api.dto import DeviceView, TimeSync, alert_details
 from gateway.blueprints.catalog import ManifestCatalog
 from gateway.blueprints.conformance import readable
 from gateway.commands import Commands
-from gateway.live import LiveFeed
+from gateway.events import ConnectivityRecorder
+from gateway.live import EventFeed, LiveFeed
 from gateway.metadata import effective_values
 from gateway.model import Connectivity, Device, DeviceType, JsonValue, Role
 from gateway.mqtt.accounts import DeviceAccounts
@@ -60,6 +61,9 @@ class Services:
     mdns: Callable[[], Mapping[str, JsonValue]] = field(default=no_mdns)
     # time.monotonic() when the daemon was put together, for its uptime.
     started: float = field(default_factory=time.monotonic)
+    # Timeline events live (the event stream), and the connectivity events' writer.
+    events: EventFeed = field(default_factory=EventFeed)
+    recorder: ConnectivityRecorder | None = None
     # Samples of the drop counters, for the site statistics' windows (`sample_drops`).
     drop_history: CounterHistory = field(default_factory=lambda: CounterHistory(time.time()))
 

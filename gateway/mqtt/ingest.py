@@ -26,6 +26,7 @@ from gateway.mqtt.endpoint import BrokerEndpoint
 from gateway.mqtt.flood import FloodGuard, Verdict
 from gateway.presence import Presence
 from gateway.store.store import Ingested, Store
+from gateway.timeline import ConnectivityChange
 
 LOG = logging.getLogger("gateway.ingest")
 
@@ -62,6 +63,9 @@ class Ingest:
         # Called with every accepted message, after it was queued for the store (live consumers:
         # command waiters, streams). They must not block.
         self.listeners: list[Callable[[Ingested], None]] = []
+        # Called when a device identity comes online or goes offline (the timeline). They must
+        # not block.
+        self.connectivity_listeners: list[Callable[[ConnectivityChange], None]] = []
         self._client: aiomqtt.Client | None = None
         self._devices: dict[ChannelRef, str] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -187,11 +191,22 @@ class Ingest:
 
     def _notice(self, payload: bytes) -> None:
         event = notices.parse(payload.decode(errors="replace"))
+        changes: list[ConnectivityChange] = []
         if isinstance(event, notices.ClientConnected):
             if event.username != dynsec.ADMIN_USERNAME:
-                self._presence.connected(event.client_id, event.username)
+                gone, came_online = self._presence.connected(event.client_id, event.username)
+                now = self._clock()
+                if gone is not None:
+                    changes.append(ConnectivityChange(gone, False, now, "session taken over"))
+                if came_online and event.username is not None:
+                    changes.append(ConnectivityChange(event.username, True, now))
         elif isinstance(event, notices.ClientDisconnected):
-            self._presence.disconnected(event.client_id)
+            gone = self._presence.disconnected(event.client_id)
+            if gone is not None:
+                changes.append(ConnectivityChange(gone, False, self._clock(), event.reason))
+        for change in changes:
+            for listener in self.connectivity_listeners:
+                listener(change)
 
     def _drop(self, reason: str, source: str, detail: str) -> None:
         self.dropped[reason] += 1

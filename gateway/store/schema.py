@@ -416,7 +416,19 @@ END;
 """
 
 # Each device's timeline: a durable, bounded history of what happened to it.
+# `type` is the event's wire spelling (gateway.timeline.EventType); `details_json` its
+# type-specific fields. Retention deletes the oldest rows first, by `timestamp`.
 _V5_TIMELINE: Final = """
+CREATE TABLE device_events (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    -- Gateway clock when it happened.
+    timestamp REAL NOT NULL,
+    details_json TEXT NOT NULL
+) STRICT;
+CREATE INDEX device_events_by_device ON device_events (device_id, timestamp);
+CREATE INDEX device_events_by_time ON device_events (timestamp);
 """
 
 # Telemetry values stored per minute of the gateway's clock, for the site statistics: a window's

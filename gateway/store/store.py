@@ -26,7 +26,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -67,6 +67,7 @@ from gateway.model import (
 from gateway.slugs import slugify
 from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_sql
 from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
+from gateway.timeline import ConnectivityChange, DeviceEvent, EventType, NewEvent, alert_changes, renamed
 
 logger = logging.getLogger("gateway.store")
 
@@ -272,6 +273,10 @@ class _BatchRows:
     mismatches: dict[tuple[str, str, str], tuple[str, int, float, float]] = field(default_factory=dict)
     # Items per device, to count the ones skipped for an unknown device.
     items_per_device: dict[str, int] = field(default_factory=dict)
+    # Filled while writing: timeline events written, and the raised alerts (with their telemetry
+    # timestamp) now stored per device; both count only once the batch commits.
+    events: list[DeviceEvent] = field(default_factory=list)
+    raised_alerts: dict[str, tuple[tuple[str, ...], float]] = field(default_factory=dict)
 
     def add(self, item: Ingested) -> None:
         """Add one message; raises (TypeError, ValueError, RecursionError) if not encodable."""
@@ -543,6 +548,73 @@ def _id_list(ids: Collection[str]) -> str:
     return _dump(list(ids))
 
 
+_EVENT_COLUMNS: Final = "id, device_id, type, timestamp, details_json"
+
+
+def _event(row: sqlite3.Row) -> DeviceEvent:
+    return DeviceEvent(
+        id=row["id"],
+        device_id=row["device_id"],
+        type=EventType(row["type"]),
+        timestamp=row["timestamp"],
+        details=_load_object(row["details_json"]),
+    )
+
+
+def _command_executed(device_id: str, execution_id: str, name: str, state: str, at: float) -> NewEvent:
+    details: JsonObject = {"execution_id": execution_id, "command": name, "state": state}
+    return NewEvent(device_id, EventType.COMMAND_EXECUTED, at, details)
+
+
+async def _insert_events(db: aiosqlite.Connection, events: Iterable[NewEvent]) -> list[DeviceEvent]:
+    """Write timeline events inside the caller's transaction; the rows as written (with ids)."""
+    written: list[DeviceEvent] = []
+    for new in events:
+        # Whole microseconds, as RFC 3339 shows it: `timestamp.gte=<a timestamp>` must match it.
+        timestamp = round(new.timestamp, 6)
+        rows = await db.execute_fetchall(
+            "INSERT INTO device_events (device_id, type, timestamp, details_json) VALUES (?, ?, ?, ?)"
+            " RETURNING id",
+            (new.device_id, new.type.value, timestamp, _dump(new.details)),
+        )
+        (row,) = rows
+        written.append(DeviceEvent(row["id"], new.device_id, new.type, timestamp, dict(new.details)))
+    return written
+
+
+def _event_filter(
+    device_ids: Collection[str] | None,
+    types: Collection[EventType] | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[str, list[Any]]:
+    """A WHERE condition on device_events and its parameters."""
+    where = ["true"]
+    parameters: list[Any] = []
+    if device_ids is not None and len(device_ids) == 1:
+        # `=` rather than IN: the (device_id, timestamp) index then also gives the order.
+        where.append("device_id = ?")
+        parameters.extend(device_ids)
+    elif device_ids is not None:
+        where.append("device_id IN (SELECT value FROM json_each(?))")
+        parameters.append(_id_list(device_ids))
+    if types is not None:
+        where.append("type IN (SELECT value FROM json_each(?))")
+        parameters.append(_id_list([event_type.value for event_type in types]))
+    if since is not None:
+        where.append("timestamp >= ?")
+        parameters.append(since)
+    if until is not None:
+        where.append("timestamp < ?")
+        parameters.append(until)
+    return " AND ".join(where), parameters
+
+
+def _alert_names(text: str) -> tuple[str, ...]:
+    loaded = _load(text)
+    return tuple(name for name in loaded if isinstance(name, str)) if isinstance(loaded, list) else ()
+
+
 class Store:
     """Access to the gateway database. Create it with `Store.open`, never directly."""
 
@@ -579,6 +651,12 @@ class Store:
         self._series: _SeriesIds = {}
         # The minute of the last telemetry_received write, to purge that table once a minute.
         self._received_minute = 0
+        # device_id -> (raised alerts, their telemetry timestamp), as committed; filled as batches
+        # need it, so that a batch compares alerts without reading them back every time.
+        self._raised: dict[str, tuple[tuple[str, ...], float]] = {}
+        # Called with the timeline events of every committed transaction that wrote some (the live
+        # event feed). They must not block.
+        self.event_listeners: list[Callable[[Sequence[DeviceEvent]], None]] = []
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -784,6 +862,8 @@ class Store:
                 changed_series = await self._write_rows(db, rows)
             # Only now: a rolled-back batch must not leave ids of series that do not exist.
             self._series.update(changed_series)
+            self._raised.update(rows.raised_alerts)
+            self._announce(rows.events)
         except sqlite3.Error as exc:
             self._counters.time_batch(time.monotonic() - started)
             self._last_failure = str(exc)
@@ -835,6 +915,8 @@ class Store:
                 list(rows.last_seen.items()),
             )
         if rows.alerts:
+            # Compared with the alerts stored before this batch's update.
+            await self._alert_events(db, rows)
             # The row exists: last_seen above inserted it.
             await db.executemany(
                 "UPDATE device_state SET raised_alerts_json = ?, alerts_timestamp = ?"
@@ -866,7 +948,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows.responses,
             )
-            await self._apply_responses(db, rows.responses)
+            rows.events += await self._apply_responses(db, rows.responses)
         return changed_series
 
     async def _write_history(
@@ -910,21 +992,59 @@ class Store:
             )
         return changed
 
+    async def _alert_events(self, db: aiosqlite.Connection, rows: _BatchRows) -> None:
+        """Compare each device's newest alerts in the batch with the stored ones; write an event per
+        alert raised or cleared. Reads the stored alerts only for devices not in `_raised` yet."""
+        missing = [device_id for device_id in rows.alerts if device_id not in self._raised]
+        known: dict[str, tuple[tuple[str, ...], float]] = {}
+        if missing:
+            stored = await db.execute_fetchall(
+                "SELECT device_id, raised_alerts_json, alerts_timestamp FROM device_state"
+                " WHERE device_id IN (SELECT value FROM json_each(?))",
+                (_id_list(missing),),
+            )
+            for row in stored:
+                known[row["device_id"]] = (
+                    _alert_names(row["raised_alerts_json"]),
+                    -math.inf if row["alerts_timestamp"] is None else row["alerts_timestamp"],
+                )
+        new_events: list[NewEvent] = []
+        for device_id, (text, ts) in rows.alerts.items():
+            before, before_ts = self._raised.get(device_id) or known.get(device_id, ((), -math.inf))
+            if ts < before_ts:  # older than what is stored: the UPDATE above left it alone
+                rows.raised_alerts[device_id] = (before, before_ts)
+                continue
+            after = _alert_names(text)
+            rows.raised_alerts[device_id] = (after, ts)
+            received_at = rows.last_seen.get(device_id, ts)
+            new_events += alert_changes(device_id, before, after, received_at)
+        rows.events += await _insert_events(db, new_events)
+
     async def _apply_responses(
         self, db: aiosqlite.Connection, responses: list[tuple[str, str, str, str, float]]
-    ) -> None:
-        """Move each response's execution on, unless it already ended (e.g. timed out).
+    ) -> list[DeviceEvent]:
+        """Move each response's execution on, unless it already ended (e.g. timed out); a
+        `command_executed` event for each execution a response ended.
 
         A device can only answer its own executions.
         """
-        await db.executemany(
+        progress: list[tuple[str, float, str, str]] = []
+        final: list[tuple[str, float, str, str]] = []
+        for device_id, execution_id, state, _, received_at in responses:
+            execution_state = CommandResponseState(state).execution_state
+            target = final if execution_state.terminal else progress
+            target.append((execution_state.value, received_at, execution_id, device_id))
+        update = (
             "UPDATE command_executions SET state = ?, updated_at = ?"
-            " WHERE id = ? AND device_id = ? AND state IN ('NEW', 'IN_PROGRESS')",
-            [
-                (CommandResponseState(state).execution_state.value, received_at, execution_id, device_id)
-                for device_id, execution_id, state, _, received_at in responses
-            ],
+            " WHERE id = ? AND device_id = ? AND state IN ('NEW', 'IN_PROGRESS')"
         )
+        await db.executemany(update, progress)
+        ended: list[NewEvent] = []
+        for values in final:
+            for row in await db.execute_fetchall(update + " RETURNING name", values):
+                state, received_at, execution_id, device_id = values
+                ended.append(_command_executed(device_id, execution_id, row["name"], state, received_at))
+        return await _insert_events(db, ended)
 
     async def _merge_properties(
         self,
@@ -1096,6 +1216,9 @@ class Store:
                 updated_at=now,
             )
             await self._insert_device(db, device)
+            details: JsonObject = {"name": name, "slug": slug, "type": type.value}
+            events = await _insert_events(db, [NewEvent(device.id, EventType.PROVISIONED, now, details)])
+        self._announce(events)
         return device
 
     @staticmethod
@@ -1153,6 +1276,7 @@ class Store:
             await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
         # Its series went with it (cascade); a cached id would make every later batch fail.
         self._series = {key: value for key, value in self._series.items() if key[0] != device_id}
+        self._raised.pop(device_id, None)
         return True
 
     async def set_credential(
@@ -1188,6 +1312,9 @@ class Store:
             )
             if taken:
                 raise UsernameTakenError(username)
+            replaced = await db.execute_fetchall(
+                "SELECT protocol FROM device_credentials WHERE device_id = ?", (device_id,)
+            )
             await db.execute(
                 f"INSERT INTO device_credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (device_id) DO UPDATE SET protocol = excluded.protocol,"
@@ -1213,12 +1340,40 @@ class Store:
                         certificate.not_after,
                     ),
                 )
+            at = credential.created_at
+            new_events = [
+                NewEvent(
+                    device_id,
+                    EventType.CONFIG_REVOKED,
+                    at,
+                    {"protocol": row["protocol"], "reason": "replaced"},
+                )
+                for row in replaced
+            ]
+            new_events.append(NewEvent(device_id, EventType.CONFIG_GENERATED, at, {"protocol": protocol}))
+            events = await _insert_events(db, new_events)
+        self._announce(events)
         return credential
 
     async def delete_credential(self, device_id: str) -> None:
         """Forget the device's broker credential (nothing happens if it has none)."""
         async with self._transaction(durable=True) as db:
-            await db.execute("DELETE FROM device_credentials WHERE device_id = ?", (device_id,))
+            removed = await db.execute_fetchall(
+                "DELETE FROM device_credentials WHERE device_id = ? RETURNING protocol", (device_id,)
+            )
+            events = await _insert_events(
+                db,
+                [
+                    NewEvent(
+                        device_id,
+                        EventType.CONFIG_REVOKED,
+                        self._clock(),
+                        {"protocol": row["protocol"], "reason": "removed"},
+                    )
+                    for row in removed
+                ],
+            )
+        self._announce(events)
 
     async def update_site(
         self, site_id: str, *, name: str | None, timezone: str | None, location: Location | None
@@ -1261,18 +1416,34 @@ class Store:
                 )
                 if taken:
                     raise SlugTakenError(slug)
-            return await self._update_device(
+            old = list(await db.execute_fetchall("SELECT name, slug FROM devices WHERE id = ?", (device_id,)))
+            device = await self._update_device(
                 db, device_id, "name = coalesce(?, name), slug = coalesce(?, slug)", (name, slug)
             )
+            event = renamed(
+                device_id, (old[0]["name"], old[0]["slug"]), (device.name, device.slug), device.updated_at
+            )
+            events = await _insert_events(db, [] if event is None else [event])
+        self._announce(events)
+        return device
 
     async def assign_blueprint(self, device_id: str, blueprint_id: str) -> Device:
         """Give the device this blueprint; LookupError for an unknown device or blueprint."""
         async with self._transaction(durable=True) as db:
-            if not await db.execute_fetchall("SELECT 1 FROM blueprints WHERE id = ?", (blueprint_id,)):
+            found = list(
+                await db.execute_fetchall("SELECT name FROM blueprints WHERE id = ?", (blueprint_id,))
+            )
+            if not found:
                 raise LookupError(f"no blueprint {blueprint_id!r}")
             # What was flagged against the old manifest says nothing about the new one.
             await db.execute("DELETE FROM manifest_mismatches WHERE device_id = ?", (device_id,))
-            return await self._update_device(db, device_id, "blueprint_id = ?", (blueprint_id,))
+            device = await self._update_device(db, device_id, "blueprint_id = ?", (blueprint_id,))
+            details: JsonObject = {"blueprint_id": blueprint_id, "blueprint_name": found[0]["name"]}
+            events = await _insert_events(
+                db, [NewEvent(device_id, EventType.BLUEPRINT_ASSIGNED, device.updated_at, details)]
+            )
+        self._announce(events)
+        return device
 
     async def _update_device(
         self, db: aiosqlite.Connection, device_id: str, assignments: str, values: tuple[Any, ...]
@@ -1768,12 +1939,17 @@ class Store:
         self, execution: CommandExecution, state: ExecutionState, response: ExecutionResponse | None = None
     ) -> None:
         """Move an execution that has not ended yet to `state`, adding the gateway's own response."""
+        events: list[DeviceEvent] = []
         async with self._transaction(durable=False) as db:
+            now = self._clock()
             cursor = await db.execute(
                 "UPDATE command_executions SET state = ?, updated_at = ?"
                 " WHERE id = ? AND state IN ('NEW', 'IN_PROGRESS')",
-                (state.value, self._clock(), execution.id),
+                (state.value, now, execution.id),
             )
+            if state.terminal and cursor.rowcount:
+                ended = _command_executed(execution.device_id, execution.id, execution.name, state.value, now)
+                events = await _insert_events(db, [ended])
             if response is not None and cursor.rowcount:
                 await db.execute(
                     "INSERT INTO command_responses"
@@ -1786,16 +1962,29 @@ class Store:
                         response.received_at,
                     ),
                 )
+        self._announce(events)
 
     async def time_out_executions(self, execution_ids: Collection[str]) -> int:
         """Executions among these that have not ended become TIMEOUT; how many did."""
         async with self._transaction(durable=False) as db:
-            cursor = await db.execute(
+            now = self._clock()
+            rows = await db.execute_fetchall(
                 "UPDATE command_executions SET state = 'TIMEOUT', updated_at = ?"
-                " WHERE id IN (SELECT value FROM json_each(?)) AND state IN ('NEW', 'IN_PROGRESS')",
-                (self._clock(), _id_list(execution_ids)),
+                " WHERE id IN (SELECT value FROM json_each(?)) AND state IN ('NEW', 'IN_PROGRESS')"
+                " RETURNING id, device_id, name",
+                (now, _id_list(execution_ids)),
             )
-            return cursor.rowcount
+            events = await _insert_events(
+                db,
+                [
+                    _command_executed(
+                        row["device_id"], row["id"], row["name"], ExecutionState.TIMEOUT.value, now
+                    )
+                    for row in rows
+                ],
+            )
+        self._announce(events)
+        return len(events)
 
     async def open_executions(self) -> dict[str, tuple[str, float]]:
         """Executions that have not ended (e.g. left by a stopped daemon): id -> (device, created_at)."""
@@ -2160,6 +2349,175 @@ class Store:
         for row in rows:
             found.setdefault(row["device_id"], {})[row["field"]] = _load(row["value_json"])
         return found
+
+    # --- timeline ------------------------------------------------------------------------------
+
+    def _announce(self, events: Sequence[DeviceEvent]) -> None:
+        """Tell the event listeners about events that were just committed."""
+        if events:
+            for listener in self.event_listeners:
+                listener(events)
+
+    async def add_event(self, event: NewEvent) -> DeviceEvent:
+        """Record one event (durably); LookupError for an unknown device."""
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM devices WHERE id = ?", (event.device_id,)):
+                raise LookupError(f"no device {event.device_id!r}")
+            (written,) = await _insert_events(db, [event])
+        self._announce([written])
+        return written
+
+    async def record_connectivity(self, changes: Sequence[ConnectivityChange]) -> list[DeviceEvent]:
+        """Record connectivity changes as `connected`/`disconnected` events of the device holding
+        each identity's credential (in one transaction); changes of unknown identities are skipped."""
+        if not changes:
+            return []
+        async with self._transaction(durable=False) as db:
+            rows = await db.execute_fetchall(
+                "SELECT username, device_id FROM device_credentials"
+                " WHERE username IN (SELECT value FROM json_each(?))",
+                (_id_list({change.identity for change in changes}),),
+            )
+            holders = {str(row["username"]): str(row["device_id"]) for row in rows}
+            events = await _insert_events(
+                db,
+                [
+                    change.event_for(holders[change.identity])
+                    for change in changes
+                    if change.identity in holders
+                ],
+            )
+        self._announce(events)
+        return events
+
+    async def end_open_connections(self, reason: str) -> list[DeviceEvent]:
+        """Record `disconnected` (with `reason`) for every device whose newest connectivity event
+        is `connected`: at start, for the connections the previous run's broker took along when it
+        stopped. Stamped with the device's last message, or its connection time if later."""
+        async with self._transaction(durable=False) as db:
+            rows = await db.execute_fetchall(
+                "SELECT e.device_id, max(e.timestamp, coalesce(s.last_seen_at, 0)) AS ended"
+                " FROM devices AS d"
+                " JOIN device_events AS e ON e.id = (SELECT id FROM device_events"
+                " WHERE device_id = d.id AND type IN ('connected', 'disconnected')"
+                " ORDER BY timestamp DESC, id DESC LIMIT 1)"
+                " LEFT JOIN device_state AS s ON s.device_id = d.id"
+                " WHERE e.type = 'connected'"
+            )
+            events = await _insert_events(
+                db,
+                [
+                    NewEvent(row["device_id"], EventType.DISCONNECTED, row["ended"], {"reason": reason})
+                    for row in rows
+                ],
+            )
+        self._announce(events)
+        return events
+
+    async def clear_device_data(self, device_id: str) -> DeviceEvent:
+        """Delete the device's data history and record `data_cleared`; LookupError for an unknown
+        device.
+
+        Gone: telemetry (latest values, series with their raw values and rollups), raised alerts,
+        manifest mismatches, logs, and finished command executions with their responses. Kept: the
+        device, its credentials, blueprint, properties, last-seen time and timeline, and
+        executions still open (NEW or IN_PROGRESS) with their responses, so that a command in
+        flight ends normally.
+        """
+        async with self._transaction(durable=True) as db:
+            if not await db.execute_fetchall("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise LookupError(f"no device {device_id!r}")
+            # Raw values and rollups go with their series (ON DELETE CASCADE).
+            for statement in (
+                "DELETE FROM telemetry_series WHERE device_id = ?",
+                "DELETE FROM telemetry_latest WHERE device_id = ?",
+                "DELETE FROM device_logs WHERE device_id = ?",
+                "DELETE FROM manifest_mismatches WHERE device_id = ?",
+                "DELETE FROM command_responses WHERE device_id = ?1 AND execution_id NOT IN"
+                " (SELECT id FROM command_executions WHERE device_id = ?1"
+                " AND state IN ('NEW', 'IN_PROGRESS'))",
+                "DELETE FROM command_executions WHERE device_id = ? AND state NOT IN ('NEW', 'IN_PROGRESS')",
+                "UPDATE device_state SET raised_alerts_json = '[]', alerts_timestamp = NULL"
+                " WHERE device_id = ?",
+            ):
+                await db.execute(statement, (device_id,))
+            (event,) = await _insert_events(db, [NewEvent(device_id, EventType.DATA_CLEARED, self._clock())])
+        # As after a deletion: cached series ids are gone, and the alerts are none now.
+        self._series = {key: value for key, value in self._series.items() if key[0] != device_id}
+        self._raised.pop(device_id, None)
+        self._announce([event])
+        return event
+
+    async def timeline(
+        self,
+        device_id: str,
+        *,
+        offset: int,
+        limit: int,
+        types: Collection[EventType] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[list[DeviceEvent], int]:
+        """The device's events (of `types`, at `since` <= timestamp < `until`), newest first, paged;
+        and how many match."""
+        condition, parameters = _event_filter([device_id], types, since, until)
+        (count,) = await self._fetch(f"SELECT count(*) AS n FROM device_events WHERE {condition}", parameters)
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE {condition}"
+            " ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?",
+            [*parameters, limit, offset],
+        )
+        return [_event(row) for row in rows], count["n"]
+
+    async def timeline_events(
+        self,
+        device_ids: Collection[str] | None,
+        types: Collection[EventType] | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[DeviceEvent]:
+        """Events of these devices (None: every device) and `types` (None: all) at `since` <=
+        timestamp < `until` (None: unbounded), oldest first (by timestamp, then id).
+
+        For uptime over a window, pair it with `last_events_before(..., since)`, the state at the
+        window's start. Retention (`retention.timeline`) bounds how far back events reach.
+        """
+        condition, parameters = _event_filter(device_ids, types, since, until)
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE {condition} ORDER BY timestamp, id", parameters
+        )
+        return [_event(row) for row in rows]
+
+    async def last_events_before(
+        self, device_ids: Collection[str], types: Collection[EventType], before: float
+    ) -> dict[str, DeviceEvent]:
+        """Each device's newest event of `types` with timestamp < `before` (devices with none are
+        left out): with `timeline.CONNECTIVITY`, whether it was online when a window began."""
+        # One query; per device, the (device_id, timestamp) index is walked back from `before`.
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE id IN ("
+            " SELECT (SELECT id FROM device_events WHERE device_id = wanted.value"
+            " AND type IN (SELECT value FROM json_each(?2)) AND timestamp < ?3"
+            " ORDER BY timestamp DESC, id DESC LIMIT 1)"
+            " FROM json_each(?1) AS wanted)",
+            (_id_list(device_ids), _id_list([event_type.value for event_type in types]), before),
+        )
+        return {row["device_id"]: _event(row) for row in rows}
+
+    async def purge_timeline(self, before: float, *, chunk: int = 1000) -> int:
+        """Delete timeline events older than `before`, oldest first, in small transactions; how many."""
+        deleted = 0
+        while True:
+            async with self._transaction(durable=False) as db:
+                cursor = await db.execute(
+                    "DELETE FROM device_events WHERE id IN (SELECT id FROM device_events"
+                    " WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+                    (before, chunk),
+                )
+                count = cursor.rowcount
+            deleted += count
+            if count < chunk:
+                return deleted
 
     async def integrity_check(self) -> str:
         """The result of `PRAGMA integrity_check`: "ok" for a sound database."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiomqtt
 import enapter
+import httpx
 from enapter.http.api.devices import DeviceConnectivityStatus, MQTTProtocol
 
 from gateway.api.v3.provisioning import STANDALONE_CHANNEL
@@ -97,6 +98,23 @@ async def test_killed_broker_is_restarted_and_devices_reconnect(
             assert found.connectivity is not None
             assert found.connectivity.status is DeviceConnectivityStatus.ONLINE
             assert peer.poll() is None
+
+            # The device's timeline tells the outage apart from the device leaving.
+            async def outage_on_timeline() -> list[tuple[str, object]] | None:
+                async with httpx.AsyncClient(timeout=5) as http:
+                    response = await http.get(
+                        f"{gateway.base_url}/v3/devices/{device.id}/timeline",
+                        params={"type.in": "connected,disconnected"},
+                        headers={"X-Enapter-Auth-Token": installer_token},
+                    )
+                events = [(event["type"], event["details"]) for event in response.json()["events"]]
+                return events if len(events) >= 3 else None
+
+            assert await eventually(outage_on_timeline, 10) == [
+                ("connected", {}),
+                ("disconnected", {"reason": "broker restarted"}),
+                ("connected", {}),
+            ]
         finally:
             stop_peer(peer)
     assert "mosquitto exited" in gateway.log()

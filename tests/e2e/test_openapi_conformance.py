@@ -389,6 +389,7 @@ async def test_real_answers_conform_to_the_document(gateway: GatewayProcess) -> 
 
             # WebSocket frames against the 101 answers' frame schemas.
             await check_streams(doc, gateway, token, peer)
+            await check_timeline(api, gateway, peer, site_id)
 
             # Finding devices (issue 8): tags, metadata, the list's search and filters.
             tag = (await api.call("POST", "/api/v3/tags", json={"name": "Roof"}))["tag"]
@@ -616,6 +617,50 @@ async def check_streams(doc: Doc, gateway: GatewayProcess, token: str, device_id
         validate_frame(doc, "/api/v3/devices/{device}/logs", frame)
         assert (frame["message"], frame["persist"]) == ("hi", False)
         await logs.close()
+
+
+async def check_timeline(api: Api, gateway: GatewayProcess, peer: str, site_id: str) -> None:
+    """User events, the timeline, the event stream's frames and clearing data (last: it deletes the
+    peer's telemetry, logs and executions)."""
+    device = {"device": peer}
+    scoped = {"site_id": site_id, "device": peer}
+    url = f"ws://127.0.0.1:{gateway.api_port}/api/v3/site/events"
+    async with aiohttp.ClientSession(headers={TOKEN: api.token}) as session:
+        events = await session.ws_connect(url, params={"device_id.in": peer, "type.in": "user,data_cleared"})
+        posted = await api.call(
+            "POST",
+            "/api/v3/devices/{device}/events",
+            path_values=device,
+            json={"code": "checked", "description": "ok"},
+        )
+        await api.call(
+            "POST", "/api/v3/sites/{site_id}/devices/{device}/events", path_values=scoped, json={"code": "x"}
+        )
+        frames = [json.loads((await events.receive(timeout=10)).data) for _ in range(2)]
+        for frame in frames:
+            validate_frame(api.doc, "/api/v3/site/events", frame)
+        assert frames[0] == posted["event"]
+        assert frames[1]["details"] == {"code": "x", "description": None}
+        listed = await api.call(
+            "GET",
+            "/api/v3/devices/{device}/timeline",
+            path_values=device,
+            params={"type.in": "user,connected,alert_raised", "timestamp.gte": "0", "limit": "10"},
+        )
+        assert listed["total_count"] >= 3  # two user events, a connection
+        everything = await api.call(
+            "GET", "/api/v3/sites/{site_id}/devices/{device}/timeline", path_values=scoped
+        )
+        assert {"provisioned", "config_generated", "blueprint_assigned", "renamed", "command_executed"} <= {
+            event["type"] for event in everything["events"]
+        }
+        await api.call("POST", "/api/v3/devices/{device}/clear_data", path_values=device)
+        await api.call("POST", "/api/v3/sites/{site_id}/devices/{device}/clear_data", path_values=scoped)
+        for _ in range(2):
+            frame = json.loads((await events.receive(timeout=10)).data)
+            validate_frame(api.doc, "/api/v3/site/events", frame)
+            assert frame["type"] == "data_cleared"
+        await events.close()
 
 
 # --- 2. schemathesis ----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ SERIES = (
     "gateway_broker_up",
     "gateway_broker_restarts_total",
     "gateway_streams_open",
+    "gateway_event_streams_open",
+    "gateway_timeline_events_dropped_total",
     "gateway_api_requests_total",
     "gateway_command_executions_total",
     "process_start_time_seconds",

@@ -2,7 +2,8 @@
 
 It reads its configuration from ENAPTER_STANDALONE_COMMUNICATION_CONFIG (base64 of the generated
 config), exactly as the SDK documents, and sends properties, telemetry and a log line. Its
-commands: `add` answers, `fail` raises, `hang` never answers, `say` logs through the SDK's logger.
+commands: `add` answers, `fail` raises, `hang` never answers, `say` logs through the SDK's logger,
+`set_alerts` makes its telemetry raise these alerts from now on (and sends one message at once).
 Run: `python -m tests.peers.sdk_device`.
 """
 
@@ -20,13 +21,26 @@ PERIOD_S = 0.5
 class PeerDevice(enapter.standalone.Device):
     """Properties once a second, a counter as telemetry twice a second, one log at start."""
 
+    # The `alerts` telemetry field, once `set_alerts` was called (until then it is not sent).
+    alerts: list[str] | None = None
+
     async def run(self) -> None:
         await self.logger.info("peer device started")
         for counter in itertools.count():
             if counter % 2 == 0:
                 await self.send_properties(dict(PROPERTIES))
-            await self.send_telemetry({"counter": counter, "healthy": True})
+            await self.send_telemetry(self._telemetry(counter))
             await asyncio.sleep(PERIOD_S)
+
+    def _telemetry(self, counter: int) -> dict[str, object]:
+        telemetry: dict[str, object] = {"counter": counter, "healthy": True}
+        if self.alerts is not None:
+            telemetry["alerts"] = list(self.alerts)
+        return telemetry
+
+    async def cmd_set_alerts(self, names: list[str]) -> None:
+        self.alerts = list(names)
+        await self.send_telemetry(self._telemetry(-1))
 
     async def cmd_add(self, a: float, b: float) -> float:
         return a + b

@@ -73,6 +73,7 @@ def test_defaults() -> None:
             telemetry_1m=7776000.0,
             telemetry_1h=315360000.0,
             max_database_mb=2048,
+            timeline=7776000.0,
         ),
         commands=CommandsConfig(timeout=4.0),
         time_sync=TimeSyncConfig(protocol="NTP", host="", port=123),
@@ -110,7 +111,7 @@ def test_example_sets_every_key() -> None:
 def test_example_documents_each_default_above_its_key() -> None:
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     assignments = [i for i, line in enumerate(lines) if re.match(r"\w+ = ", line)]
-    assert len(assignments) == 36  # every key of every section
+    assert len(assignments) == 37  # every key of every section
     for index in assignments:
         value = lines[index].split(" = ", 1)[1]
         assert lines[index - 1].startswith(f"# Default: {value}"), lines[index]
@@ -176,6 +177,7 @@ def test_every_key_set() -> None:
                 "telemetry_1m": 3600,
                 "telemetry_1h": 86400.5,
                 "max_database_mb": 0,
+                "timeline": 7200,
             },
             "commands": {"timeout": 2},
             "time_sync": {"protocol": "http", "host": "time.lan", "port": 80},
@@ -213,7 +215,12 @@ def test_every_key_set() -> None:
     assert isinstance(config.mqtt.online_window, float)
     assert config.mdns == MdnsConfig(enabled=False, hostname="gw-1", interfaces=("eth0", "wlan0"))
     assert config.retention == RetentionConfig(
-        temporary_logs=60.0, telemetry_raw=120.0, telemetry_1m=3600.0, telemetry_1h=86400.5, max_database_mb=0
+        temporary_logs=60.0,
+        telemetry_raw=120.0,
+        telemetry_1m=3600.0,
+        telemetry_1h=86400.5,
+        max_database_mb=0,
+        timeline=7200.0,
     )
     assert config.commands == CommandsConfig(timeout=2.0)
     assert config.time_sync == TimeSyncConfig(protocol="HTTP", host="time.lan", port=80)

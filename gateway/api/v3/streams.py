@@ -1,4 +1,5 @@
-"""WebSocket streams (`enapter-http-api.md` §7.4): device logs, device telemetry, and the monitor.
+"""WebSocket streams (`enapter-http-api.md` §7.4): device logs, device telemetry, and the monitor;
+and the gateway's own site event stream (timeline events as they happen).
 
 The log and telemetry streams share their paths with plain JSON reads, so each route's handler here
 looks at the request: a WebSocket upgrade streams, anything else goes to the JSON handler. Frames
@@ -14,6 +15,8 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 from aiohttp import WSCloseCode, web
 
@@ -26,6 +29,7 @@ from gateway.blueprints.conformance import readable
 from gateway.live import FeedClosed, SlowConsumer, StreamedKind, Subscription, TooManySubscriptions
 from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Role, Telemetry
 from gateway.store.store import Ingested
+from gateway.timeline import EventType
 
 LOG = logging.getLogger("gateway.api.streams")
 
@@ -41,6 +45,8 @@ GOING_AWAY = (WSCloseCode.GOING_AWAY, "The gateway is stopping.")
 
 # A frame for one message, or None when the stream's filters leave it out.
 Framer = Callable[[Ingested], JsonObject | None]
+Item = TypeVar("Item")
+Kind = TypeVar("Kind")
 
 
 def wants_websocket(request: web.Request) -> bool:
@@ -168,9 +174,37 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     return await _stream(request, device_ids, kinds, monitor_frame)
 
 
+async def site_events(request: web.Request) -> web.StreamResponse:
+    """GET /v3/site/events?device_id.in=a,b&type.in=connected,disconnected: timeline events of
+    those devices (ids or slugs; all when none is named) and types (all when none), as they are
+    recorded. WebSocket only."""
+    if not wants_websocket(request):
+        raise errors.bad_request("WebSocket upgrade required: this path only serves the event stream.")
+    site = await lookup.own_site(request)
+    types = params.event_types(request.query) or frozenset(EventType)
+    keys = dict.fromkeys(
+        key for raw in request.query.getall("device_id.in", []) for key in params.comma_list(raw)
+    )
+    if len(keys) > MAX_MONITORED_DEVICES:
+        raise errors.invalid_parameter("device_id.in", f"at most {MAX_MONITORED_DEVICES} devices")
+    device_ids: frozenset[str] | None = None
+    if keys:
+        store = request.app[SERVICES].store
+        found = set()
+        for key in keys:
+            device = await store.get_device(key)
+            if device is None or device.site_id != site.id:
+                raise errors.not_found(f"Device {key[:100]!r}")
+            found.add(device.id)
+        device_ids = frozenset(found)
+    feed = request.app[SERVICES].events
+    return await _serve(request, feed.subscribe(device_ids, types), feed.drop, dto.timeline_event)
+
+
 async def close_streams(app: web.Application) -> None:
     """`on_shutdown`: end every stream (closed with 1001) so that shutdown does not wait for them."""
     app[SERVICES].live.close()
+    app[SERVICES].events.close()
 
 
 # --- The stream itself ---------------------------------------------------------------------------
@@ -184,12 +218,22 @@ async def _stream(
 ) -> web.StreamResponse:
     live = request.app[SERVICES].live
     frame = readable_only(request.app[SERVICES].manifests, request[ROLE], frame)
+    return await _serve(request, live.subscribe(device_ids, kinds), live.drop, frame)
+
+
+async def _serve(
+    request: web.Request,
+    subscribing: AbstractAsyncContextManager[Subscription[Item, Kind]],
+    drop: Callable[[Subscription[Item, Kind]], None],
+    frame: Callable[[Item], JsonObject | None],
+) -> web.StreamResponse:
+    """Subscribe, upgrade, and stream until the end; `drop` is the feed's, for a slow consumer."""
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_INCOMING_BYTES
     )
     try:
         # Subscribe before the upgrade, so that a refusal is still an HTTP error.
-        async with live.subscribe(device_ids, kinds) as subscription:
+        async with subscribing as subscription:
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.prepare(request)
@@ -197,7 +241,7 @@ async def _stream(
                 if request.transport is not None:
                     request.transport.abort()
                 return ws
-            await _run(request, ws, subscription, frame)
+            await _run(request, ws, subscription, frame, drop)
     except TooManySubscriptions:
         raise errors.unavailable("Too many open streams; try again later.") from None
     except FeedClosed:
@@ -206,10 +250,13 @@ async def _stream(
 
 
 async def _run(
-    request: web.Request, ws: web.WebSocketResponse, subscription: Subscription, frame: Framer
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    subscription: Subscription[Item, Kind],
+    frame: Callable[[Item], JsonObject | None],
+    drop: Callable[[Subscription[Item, Kind]], None],
 ) -> None:
     """Send frames until the client leaves, the subscriber is dropped or the feed closes."""
-    live = request.app[SERVICES].live
     async with asyncio.TaskGroup() as group:
         receiver = group.create_task(_receive_until_closed(ws), name="stream-receive")
         sender = group.create_task(_send(ws, subscription, frame), name="stream-send")
@@ -222,7 +269,7 @@ async def _run(
             receiver.cancel()
             return
         if ending is SLOW_CONSUMER:
-            live.drop(subscription)
+            drop(subscription)
             LOG.warning("dropped a slow stream consumer at %s (%s)", request.path, request.remote)
         await _close(request, ws, ending)
 
@@ -235,7 +282,9 @@ async def _receive_until_closed(ws: web.WebSocketResponse) -> None:
 
 
 async def _send(
-    ws: web.WebSocketResponse, subscription: Subscription, frame: Framer
+    ws: web.WebSocketResponse,
+    subscription: Subscription[Item, Kind],
+    frame: Callable[[Item], JsonObject | None],
 ) -> tuple[WSCloseCode, str] | None:
     """Send until the subscription ends; returns how to close, or None if the connection broke."""
     while True:
