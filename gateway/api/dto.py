@@ -332,6 +332,10 @@ class SiteStats:
     executions_by_state: Mapping[str, int]
     dropped_by_reason: Mapping[str, int]
     dropped_since: float
+    # tag name -> devices carrying it
+    by_tag: Mapping[str, int]
+    # device id -> the part of the window it was online, 0-1 (devices that connect at all)
+    online_fractions: Mapping[str, float]
 
 
 def _tally(keys: Sequence[str]) -> JsonObject:
@@ -353,7 +357,12 @@ def site_stats(stats: SiteStats) -> JsonObject:
             "by_type": _tally([device.type.value for device in devices]),
             "by_connectivity": _tally([view.connectivity.value for view in stats.devices]),
             "by_blueprint": _tally([device.blueprint_id for device in devices]),
+            "by_tag": {name: stats.by_tag[name] for name in sorted(stats.by_tag)},
             "provisioned": stats.provisioned,
+        },
+        "uptime_percent": {
+            device_id: round(100 * stats.online_fractions[device_id], 2)
+            for device_id in sorted(stats.online_fractions)
         },
         "telemetry": {"data_points": stats.data_points},
         "messages": {

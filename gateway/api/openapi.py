@@ -1358,9 +1358,17 @@ def _site_stats_schema() -> Doc:
                     "by_type": {**counts, "description": "Device type -> devices."},
                     "by_connectivity": {**counts, "description": "ONLINE, OFFLINE, UNKNOWN -> devices, now."},
                     "by_blueprint": {**counts, "description": "Blueprint id -> devices."},
+                    "by_tag": {**counts, "description": "Tag name -> devices carrying it (every tag)."},
                     "provisioned": _integer("Devices created in the window.", minimum=0),
                 }
             ),
+            "uptime_percent": {
+                "type": "object",
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100},
+                "description": "Device id -> the part of the window it was connected, in percent, from "
+                "its timeline's connected and disconnected events (from its creation if that is later; "
+                "a device on a UCM counts its UCM's connection). Only devices that connect to the broker.",
+            },
             "telemetry": _object(
                 {"data_points": _integer("Telemetry values stored in the window (whole minutes).", minimum=0)}
             ),
@@ -1393,8 +1401,9 @@ def _site_stats_operations() -> list[Operation]:
         "How far back the window reaches from now.",
     )
     description = (
-        "Devices by type, connectivity and blueprint now; devices provisioned, telemetry values "
-        "stored, device messages dropped (by reason) and command executions (by outcome) in the window."
+        "Devices by type, connectivity, blueprint and tag now; in the window: each device's uptime, "
+        "devices provisioned, telemetry values stored, device messages dropped (by reason) and "
+        "command executions (by outcome)."
     )
     return [
         Operation(

@@ -453,6 +453,12 @@ async def test_real_answers_conform_to_the_document(gateway: GatewayProcess) -> 
             found = await api.call("GET", "/api/v3/devices", params=filters)
             assert found["total_count"] == 1
             await api.call("GET", "/api/v3/devices", params={"foo.in": "x"}, status=400)
+            # Site statistics, while a device is tagged, online and has run commands.
+            stats = await api.call("GET", "/api/v3/site/stats", params={"window": "1h"})
+            assert stats["stats"]["devices"]["by_tag"] == {"Attic": 1}
+            assert peer in stats["stats"]["uptime_percent"]
+            await api.call("GET", "/api/v3/sites/{site_id}/stats", path_values={"site_id": site_id})
+            await api.call("GET", "/api/v3/site/stats", params={"window": "1y"}, status=400)
             await api.call("DELETE", "/api/v3/devices/{device}/tags/{tag}", path_values=tagged)
             await api.call("DELETE", "/api/v3/tags/{tag}", path_values={"tag": "attic"})
             await api.call("DELETE", "/api/v3/metadata_fields/{field}", path_values={"field": "outdoor"})
