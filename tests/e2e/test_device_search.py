@@ -313,6 +313,8 @@ async def test_tags_and_metadata_fields_lifecycle(gateway: GatewayProcess, insta
         assert got["metadata"] == {}
         set_ = ok(await http.patch(path, json={"values": {"zone": "B", "power": 2.5}}))["device"]
         assert set_["metadata"] == {"power": 2.5, "zone": "B"}
+        same = ok(await http.patch(path, json={"values": {}}))["device"]
+        assert (same["metadata"], same["updated_at"]) == (set_["metadata"], set_["updated_at"])
         refused(await http.patch("/v3/metadata_fields/zone", json={"options": ["A"]}), 409)
         refused(await http.patch("/v3/metadata_fields/zone", json={"type": "text"}), 400, "type")
         required = ok(await http.patch("/v3/metadata_fields/zone", json={"required": True, "default": "A"}))

@@ -103,6 +103,8 @@ async def update_device_metadata(request: web.Request) -> web.Response:
         changes = value_changes(await store.metadata_fields(), body)
     except MetadataError as exc:
         raise errors.invalid_parameter(exc.path, exc.message) from None
+    if not changes:  # `{"values": {}}` changes nothing, not even updated_at
+        return await device_response(request, device, site, frozenset({"metadata"}))
     try:
         device = await store.set_device_metadata(device.id, changes)
     except LookupError:
