@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 import aiosqlite
+import orjson
 
 from gateway.device_search import DeviceFilter, DeviceOrder, Tag, fts_query
 from gateway.metadata import FieldType, MetadataField, ValueChange
@@ -242,8 +243,16 @@ class _Counters:
 
 
 def _dump(value: JsonValue | Mapping[str, JsonValue]) -> str:
-    """Compact JSON text for the database."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text for the database.
+
+    orjson, several times faster than `json` (this runs for every telemetry value, on the event
+    loop's thread). What it refuses, `json` writes or refuses with its own error: integers beyond
+    64 bits (kept as sent), lone surrogates, keys that are not strings.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _load(text: str) -> JsonValue:

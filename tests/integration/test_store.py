@@ -600,6 +600,20 @@ async def test_null_telemetry_is_latest_but_not_history(db_path: Path) -> None:
     ) == [("a", 1.0, 1.0), ("b", 1.0, "x"), ("b", 2.0, "y")]
 
 
+async def test_values_json_text_cannot_hold_are_kept_as_sent(db_path: Path) -> None:
+    # The JSON encoder for stored values (orjson) refuses integers beyond 64 bits: they must
+    # still be stored exactly, not dropped or rounded.
+    huge = 2**70 + 1
+    values: dict[str, JsonValue] = {"huge": huge, "nested": {"n": -huge, "s": "é"}, "ok": 1.5}
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        store.enqueue(ingested(device, telemetry(1.0, values)))
+        await store.flush()
+        latest = await store.latest_telemetry(device.id)
+    assert {name: found.value for name, found in latest.items()} == values
+    assert store.stats.dropped_write_failed == 0
+
+
 async def test_full_queue_refuses_and_counts(db_path: Path) -> None:
     async with Store.open(db_path, queue_size=2) as store:
         device = await add_device(store)
