@@ -134,7 +134,8 @@ CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
 # telemetry_raw.value keeps the value's own SQLite type (column type ANY): integers and booleans
 # (0/1) as INTEGER, numbers as REAL, strings as TEXT, arrays and objects as compact JSON in a BLOB
 # so they cannot be mistaken for strings. The series' `kind` (of its newest value) tells booleans
-# from integers. Rollups are merged into by every write batch, so they never lag the raw rows.
+# from integers. Rollups are merged into every few seconds and before every read of them (schema 5,
+# rollup_pending); until then the raw rows above its rowid are not in them.
 _ROLLUP_COLUMNS = """
     series_id INTEGER NOT NULL REFERENCES telemetry_series (id) ON DELETE CASCADE,
     bucket INTEGER NOT NULL,
@@ -440,7 +441,16 @@ CREATE TABLE telemetry_received (
 ) STRICT;
 """
 
-_V5: Final = _V5_FIND + _V5_TIMELINE + _V5_STATS
+# Rollups are merged every few seconds rather than every batch: the raw values above this rowid
+# are not in them yet (no row: all are).
+_V5_ROLLUPS: Final = """
+CREATE TABLE rollup_pending (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    after_rowid INTEGER NOT NULL
+) STRICT;
+"""
+
+_V5: Final = _V5_FIND + _V5_TIMELINE + _V5_STATS + _V5_ROLLUPS
 
 MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""

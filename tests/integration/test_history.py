@@ -1,9 +1,10 @@
-"""Telemetry history in the store: series, raw values, rollups kept current by every batch, the
-table a query reads from, and the migration of the old history table."""
+"""Telemetry history in the store: series, raw values, rollups merged every few seconds and before
+every read of them, the table a query reads from, and the migration of the old history table."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from gateway.model import JsonValue, Partial, SeriesKind
 from gateway.store.schema import MIGRATIONS
 from gateway.store.store import Store
+from tests.gateway_process import eventually
 from tests.integration.test_store import add_device, db_path, ingested, raw, telemetry
 
 __all__ = ["db_path"]  # a fixture, used by name
@@ -176,3 +178,52 @@ async def test_retention_by_size_deletes_the_oldest_raw_values_first(db_path: Pa
         assert [p.start for p in left] == [float(t) for t in range(int(left[0].start), 20_000)]
         # Nothing to do under the limit.
         assert await store.shrink_to(full * 2) == {"telemetry_raw": 0, "telemetry_1m": 0}
+
+
+async def committed(store: Store, count: int) -> None:
+    """Wait until the writer committed `count` items, without `flush` (which merges rollups)."""
+
+    async def done() -> bool:
+        return store.stats.committed >= count
+
+    await eventually(done, 5, interval=0.01)
+
+
+def rolled_up_rows(path: Path) -> list[tuple[object, ...]]:
+    return raw(path, "SELECT bucket, count FROM telemetry_1m ORDER BY bucket")
+
+
+async def test_rollups_lag_batches_but_every_read_sees_every_value(db_path: Path) -> None:
+    async with Store.open(db_path, rollup_interval=3600) as store:
+        device = await add_device(store)
+        for ts in (60.0, 61.0, 125.0):
+            assert store.enqueue(ingested(device.id, telemetry(ts, {"t": ts})))
+        await committed(store, 3)
+        # Merging every batch was most of a batch's SQL under load: the rollups wait, and the
+        # database says which raw values they lack.
+        assert rolled_up_rows(db_path) == []
+        assert raw(db_path, "SELECT count(*) FROM rollup_pending") == [(1,)]
+        series_id, kind = (await store.series(device.id, ["t"]))["t"]
+        minutes = await history_of(store, series_id, kind, start=0, end=180, granularity=60)
+        assert [(point.start, point.count) for point in minutes] == [(60, 2), (120, 1)]
+        assert raw(db_path, "SELECT count(*) FROM rollup_pending") == [(0,)]
+
+
+async def test_values_a_crash_left_out_of_the_rollups_are_merged_after_the_restart(
+    db_path: Path, tmp_path: Path
+) -> None:
+    crashed = tmp_path / "crashed" / db_path.name
+    crashed.parent.mkdir()
+    async with Store.open(db_path, rollup_interval=3600) as store:
+        device = await add_device(store)
+        assert store.enqueue(ingested(device.id, telemetry(60.0, {"t": 1})))
+        await committed(store, 1)
+        # The files as a power cut would leave them: committed, not rolled up.
+        for suffix in ("", "-wal"):
+            shutil.copy(f"{db_path}{suffix}", f"{crashed}{suffix}")
+    assert rolled_up_rows(crashed) == []
+    async with Store.open(crashed, rollup_interval=3600) as store:
+        # The first batch after the start merges what the crash left, with its own values.
+        assert store.enqueue(ingested(device.id, telemetry(130.0, {"t": 2})))
+        await committed(store, 1)
+        assert rolled_up_rows(crashed) == [(60, 1), (120, 1)]
