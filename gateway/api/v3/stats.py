@@ -30,7 +30,7 @@ async def site_stats(request: web.Request) -> web.Response:
     views = await services.views(devices, frozenset({"connectivity"}), request[ROLE])
     activity = await services.store.activity_since(start)
     dropped = services.drops_since(start)
-    online = await _online_fractions(services.store, devices, start, end)
+    online = await online_fractions(services.store, devices, start, end)
     stats = dto.SiteStats(
         window=window,
         start=start,
@@ -47,7 +47,7 @@ async def site_stats(request: web.Request) -> web.Response:
     return json_response({"stats": dto.site_stats(stats)})
 
 
-async def _online_fractions(
+async def online_fractions(
     store: Store, devices: Sequence[Device], start: float, end: float
 ) -> dict[str, float]:
     """device id -> the part of [start, end] it was online, from the connectivity timeline.
