@@ -1908,13 +1908,21 @@ class Store:
 
         In small transactions, so that ingest batches are never held up for long.
         """
+        return await self._delete_in_chunks(
+            "device_logs", "persist = 0 AND received_at < ?", (received_before,), chunk
+        )
+
+    async def _delete_in_chunks(
+        self, table: str, condition: str, parameters: tuple[float, ...], chunk: int, order: str = ""
+    ) -> int:
+        """Delete the rows of `table` (keyed by `id`) that match, `chunk` per transaction; how many."""
         deleted = 0
         while True:
             async with self._transaction(durable=False) as db:
                 cursor = await db.execute(
-                    "DELETE FROM device_logs WHERE id IN (SELECT id FROM device_logs"
-                    " WHERE persist = 0 AND received_at < ? LIMIT ?)",
-                    (received_before, chunk),
+                    f"DELETE FROM {table} WHERE id IN"
+                    f" (SELECT id FROM {table} WHERE {condition}{order} LIMIT ?)",
+                    (*parameters, chunk),
                 )
                 count = cursor.rowcount
             deleted += count
@@ -2589,18 +2597,9 @@ class Store:
 
     async def purge_timeline(self, before: float, *, chunk: int = 1000) -> int:
         """Delete timeline events older than `before`, oldest first, in small transactions; how many."""
-        deleted = 0
-        while True:
-            async with self._transaction(durable=False) as db:
-                cursor = await db.execute(
-                    "DELETE FROM device_events WHERE id IN (SELECT id FROM device_events"
-                    " WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
-                    (before, chunk),
-                )
-                count = cursor.rowcount
-            deleted += count
-            if count < chunk:
-                return deleted
+        return await self._delete_in_chunks(
+            "device_events", "timestamp < ?", (before,), chunk, " ORDER BY timestamp"
+        )
 
     async def integrity_check(self) -> str:
         """The result of `PRAGMA integrity_check`: "ok" for a sound database."""

@@ -27,7 +27,7 @@ from gateway.api.v3 import logs, telemetry
 from gateway.blueprints.catalog import ManifestCatalog
 from gateway.blueprints.conformance import readable
 from gateway.live import FeedClosed, SlowConsumer, StreamedKind, Subscription, TooManySubscriptions
-from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Role, Telemetry
+from gateway.model import JsonObject, LogEntry, LogSeverity, Properties, Role, Site, Telemetry
 from gateway.store.store import Ingested
 from gateway.timeline import EventType
 
@@ -157,21 +157,27 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     if not wants_websocket(request):
         raise errors.bad_request("WebSocket upgrade required: this path only serves the device monitor.")
     site = await lookup.own_site(request)
-    keys = dict.fromkeys(key for raw in request.query.getall("id.in", []) for key in params.comma_list(raw))
-    if len(keys) > MAX_MONITORED_DEVICES:
-        raise errors.invalid_parameter("id.in", f"at most {MAX_MONITORED_DEVICES} devices")
-    device_ids: frozenset[str] | None = None
-    if keys:
-        store = request.app[SERVICES].store
-        found = set()
-        for key in keys:
-            device = await store.get_device(key)
-            if device is None or device.site_id != site.id:
-                raise errors.not_found(f"Device {key[:100]!r}")
-            found.add(device.id)
-        device_ids = frozenset(found)
+    device_ids = await _named_devices(request, site, "id.in")
     kinds: frozenset[StreamedKind] = frozenset({Telemetry, Properties, LogEntry})
     return await _stream(request, device_ids, kinds, monitor_frame)
+
+
+async def _named_devices(request: web.Request, site: Site, parameter: str) -> frozenset[str] | None:
+    """The ids of the devices `parameter` names (ids or slugs, comma-separated, repeatable); None
+    when it names none (every device). 404 for one that is not in the site."""
+    keys = dict.fromkeys(key for raw in request.query.getall(parameter, []) for key in params.comma_list(raw))
+    if len(keys) > MAX_MONITORED_DEVICES:
+        raise errors.invalid_parameter(parameter, f"at most {MAX_MONITORED_DEVICES} devices")
+    if not keys:
+        return None
+    store = request.app[SERVICES].store
+    found = set()
+    for key in keys:
+        device = await store.get_device(key)
+        if device is None or device.site_id != site.id:
+            raise errors.not_found(f"Device {key[:100]!r}")
+        found.add(device.id)
+    return frozenset(found)
 
 
 async def site_events(request: web.Request) -> web.StreamResponse:
@@ -182,21 +188,7 @@ async def site_events(request: web.Request) -> web.StreamResponse:
         raise errors.bad_request("WebSocket upgrade required: this path only serves the event stream.")
     site = await lookup.own_site(request)
     types = params.event_types(request.query) or frozenset(EventType)
-    keys = dict.fromkeys(
-        key for raw in request.query.getall("device_id.in", []) for key in params.comma_list(raw)
-    )
-    if len(keys) > MAX_MONITORED_DEVICES:
-        raise errors.invalid_parameter("device_id.in", f"at most {MAX_MONITORED_DEVICES} devices")
-    device_ids: frozenset[str] | None = None
-    if keys:
-        store = request.app[SERVICES].store
-        found = set()
-        for key in keys:
-            device = await store.get_device(key)
-            if device is None or device.site_id != site.id:
-                raise errors.not_found(f"Device {key[:100]!r}")
-            found.add(device.id)
-        device_ids = frozenset(found)
+    device_ids = await _named_devices(request, site, "device_id.in")
     feed = request.app[SERVICES].events
     return await _serve(request, feed.subscribe(device_ids, types), feed.drop, dto.timeline_event)
 
