@@ -688,7 +688,7 @@ class Store:
         cls,
         path: Path,
         *,
-        queue_size: int = 10_000,
+        queue_size: int = 20_000,
         max_batch: int = 10_000,
         clock: Callable[[], float] = time.time,
         set_aside_corrupt: bool = False,
