@@ -807,14 +807,14 @@ class Store:
         return True
 
     async def flush(self) -> None:
-        """Wait until every item enqueued so far has been written (or dropped by a failed batch),
-        and rolled up."""
+        """Wait until every item enqueued so far has been written (or dropped by a failed batch).
+
+        The rollups may still lack them (`merge_rollups`); readers of rollups merge first."""
         target = self._counters.enqueued
         while self._processed < target:
             if self._task is None or self._task.done():
                 raise RuntimeError("the store writer is not running")
             await self._batch_done.wait()
-        await self.merge_rollups()
 
     @property
     def queue_depth(self) -> int:
@@ -1106,7 +1106,7 @@ class Store:
 
     async def merge_rollups(self) -> None:
         """Bring the rollups up to date with every stored raw value now (readers of rollups,
-        retention, `flush` and closing call this; batches do it every `rollup_interval`)."""
+        retention and closing call this; batches do it every `rollup_interval`)."""
         if self._pending_after is None:
             return
         rollup_state = self._pending_after, self._merged_at
