@@ -96,17 +96,16 @@ class Subscription(Generic[Item, Kind]):
             self._wakeup.set()
 
 
-class LiveFeed:
-    """Fans out every accepted device message to the subscriptions that asked for its device and kind."""
+class _Feed(Generic[Item, Kind]):
+    """What both feeds share: bounded subscriptions, the cap on them, dropping and closing.
+    Subclasses publish, and may index subscriptions (`_add`, `_remove`)."""
 
     def __init__(
         self, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
     ) -> None:
         self._queue_size = queue_size
         self._max_subscriptions = max_subscriptions
-        self._subscriptions: set[Subscription[Ingested, StreamedKind]] = set()
-        self._by_device: dict[str, set[Subscription[Ingested, StreamedKind]]] = {}
-        self._every_device: set[Subscription[Ingested, StreamedKind]] = set()
+        self._subscriptions: set[Subscription[Item, Kind]] = set()
         self._closed = False
         self.dropped = 0  # subscriptions ended as slow consumers
         self.refused = 0  # subscriptions refused at the cap
@@ -115,6 +114,59 @@ class LiveFeed:
     def subscriptions(self) -> int:
         """Open subscriptions (dropped ones count until their subscriber leaves)."""
         return len(self._subscriptions)
+
+    def drop(self, subscription: Subscription[Item, Kind]) -> None:
+        """Drop a subscriber that could not take an item in time (counted like a full queue)."""
+        if not subscription.ended:
+            subscription.end(SlowConsumer)
+            self.dropped += 1
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, device_ids: frozenset[str] | None, kinds: frozenset[Kind]
+    ) -> AsyncIterator[Subscription[Item, Kind]]:
+        """Subscribe to `kinds` of items of `device_ids` (None: every device) until exit.
+
+        Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
+        """
+        if self._closed:
+            raise FeedClosed()
+        if len(self._subscriptions) >= self._max_subscriptions:
+            self.refused += 1
+            raise TooManySubscriptions()
+        subscription = Subscription[Item, Kind](device_ids, kinds, self._queue_size)
+        self._subscriptions.add(subscription)
+        self._add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            self._remove(subscription)
+            subscription.end(FeedClosed)
+
+    def close(self) -> None:
+        """End every subscription and refuse new ones (the gateway is stopping)."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.end(FeedClosed)
+
+    def _add(self, subscription: Subscription[Item, Kind]) -> None:
+        """Index a new subscription (nothing to do unless a subclass indexes)."""
+
+    def _remove(self, subscription: Subscription[Item, Kind]) -> None:
+        """Forget an ended subscription's index entries."""
+
+
+class LiveFeed(_Feed[Ingested, StreamedKind]):
+    """Fans out every accepted device message to the subscriptions that asked for its device and kind."""
+
+    def __init__(
+        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    ) -> None:
+        super().__init__(queue_size=queue_size, max_subscriptions=max_subscriptions)
+        # Indexed by device: `publish` runs for every message.
+        self._by_device: dict[str, set[Subscription[Ingested, StreamedKind]]] = {}
+        self._every_device: set[Subscription[Ingested, StreamedKind]] = set()
 
     def publish(self, item: Ingested) -> None:
         """Offer one accepted message to its subscribers (an ingest listener: never blocks)."""
@@ -128,41 +180,7 @@ class LiveFeed:
                 if kind in subscription.kinds and not subscription.offer(item):
                     self.dropped += 1
 
-    def drop(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
-        """Drop a subscriber that could not take a message in time (counted like a full queue)."""
-        if not subscription.ended:
-            subscription.end(SlowConsumer)
-            self.dropped += 1
-
-    @contextlib.asynccontextmanager
-    async def subscribe(
-        self, device_ids: frozenset[str] | None, kinds: frozenset[StreamedKind]
-    ) -> AsyncIterator[Subscription[Ingested, StreamedKind]]:
-        """Subscribe to `kinds` of messages from `device_ids` (None: every device) until exit.
-
-        Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
-        """
-        if self._closed:
-            raise FeedClosed()
-        if len(self._subscriptions) >= self._max_subscriptions:
-            self.refused += 1
-            raise TooManySubscriptions()
-        subscription = Subscription[Ingested, StreamedKind](device_ids, kinds, self._queue_size)
-        self._add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._remove(subscription)
-            subscription.end(FeedClosed)
-
-    def close(self) -> None:
-        """End every subscription and refuse new ones (the gateway is stopping)."""
-        self._closed = True
-        for subscription in self._subscriptions:
-            subscription.end(FeedClosed)
-
     def _add(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
-        self._subscriptions.add(subscription)
         if subscription.device_ids is None:
             self._every_device.add(subscription)
             return
@@ -170,7 +188,6 @@ class LiveFeed:
             self._by_device.setdefault(device_id, set()).add(subscription)
 
     def _remove(self, subscription: Subscription[Ingested, StreamedKind]) -> None:
-        self._subscriptions.discard(subscription)
         if subscription.device_ids is None:
             self._every_device.discard(subscription)
             return
@@ -182,27 +199,9 @@ class LiveFeed:
                     del self._by_device[device_id]
 
 
-EventSubscription: TypeAlias = Subscription[DeviceEvent, EventType]
-
-
-class EventFeed:
+class EventFeed(_Feed[DeviceEvent, EventType]):
     """Fans out committed timeline events (a store event listener) to the event stream's
     subscribers, each with a bounded queue, as `LiveFeed` does for device messages."""
-
-    def __init__(
-        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
-    ) -> None:
-        self._queue_size = queue_size
-        self._max_subscriptions = max_subscriptions
-        self._subscriptions: set[EventSubscription] = set()
-        self._closed = False
-        self.dropped = 0  # subscriptions ended as slow consumers
-        self.refused = 0  # subscriptions refused at the cap
-
-    @property
-    def subscriptions(self) -> int:
-        """Open subscriptions (dropped ones count until their subscriber leaves)."""
-        return len(self._subscriptions)
 
     def publish(self, events: Sequence[DeviceEvent]) -> None:
         """Offer events to the subscriptions that asked for their device and type (never blocks)."""
@@ -212,36 +211,3 @@ class EventFeed:
                     continue
                 if event.type in subscription.kinds and not subscription.offer(event):
                     self.dropped += 1
-
-    def drop(self, subscription: EventSubscription) -> None:
-        """Drop a subscriber that could not take an event in time (counted like a full queue)."""
-        if not subscription.ended:
-            subscription.end(SlowConsumer)
-            self.dropped += 1
-
-    @contextlib.asynccontextmanager
-    async def subscribe(
-        self, device_ids: frozenset[str] | None, types: frozenset[EventType]
-    ) -> AsyncIterator[EventSubscription]:
-        """Subscribe to `types` of events of `device_ids` (None: every device) until exit.
-
-        Raises `TooManySubscriptions` at the cap and `FeedClosed` once the feed is closed.
-        """
-        if self._closed:
-            raise FeedClosed()
-        if len(self._subscriptions) >= self._max_subscriptions:
-            self.refused += 1
-            raise TooManySubscriptions()
-        subscription = EventSubscription(device_ids, types, self._queue_size)
-        self._subscriptions.add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._subscriptions.discard(subscription)
-            subscription.end(FeedClosed)
-
-    def close(self) -> None:
-        """End every subscription and refuse new ones (the gateway is stopping)."""
-        self._closed = True
-        for subscription in self._subscriptions:
-            subscription.end(FeedClosed)
