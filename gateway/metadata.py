@@ -22,7 +22,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.model import JsonObject, JsonValue
 
@@ -205,16 +205,7 @@ def changed_definition(
         default = check_value(checked, default, "default")
     elif required:
         raise MetadataError("default", "a required field needs a default, which devices without a value show")
-    return MetadataField(
-        name=checked.name,
-        type=checked.type,
-        required=required,
-        options=options,
-        default=default,
-        description=description,
-        created_at=checked.created_at,
-        updated_at=now,
-    )
+    return replace(checked, default=default)
 
 
 def _options(raw: JsonValue, field_type: FieldType) -> tuple[str, ...]:
