@@ -295,6 +295,19 @@ CREATE TABLE manifest_mismatches (
 ) STRICT, WITHOUT ROWID;
 """
 
+
+def _metadata_search_trigger(event: str, row: str) -> str:
+    """A trigger that rewrites a device's searchable metadata text after `event` (INSERT, UPDATE,
+    DELETE) on device_metadata; `row` is NEW or OLD, whichever names the device."""
+    return f"""
+CREATE TRIGGER device_search_metadata_{event.lower()} AFTER {event} ON device_metadata BEGIN
+    UPDATE device_search SET metadata = (
+        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
+        WHERE device_id = {row}.device_id)
+    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = {row}.device_id);
+END;"""
+
+
 # Finding devices: tags, site-wide metadata field definitions and per-device values, the indexes
 # behind the device list's filters and sorting, and the full-text index behind its `q=`.
 _V5_FIND: Final = """
@@ -396,25 +409,10 @@ CREATE TRIGGER device_search_on_delete BEFORE DELETE ON devices BEGIN
     DELETE FROM device_search
         WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = OLD.id);
 END;
-CREATE TRIGGER device_search_metadata_insert AFTER INSERT ON device_metadata BEGIN
-    UPDATE device_search SET metadata = (
-        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
-        WHERE device_id = NEW.device_id)
-    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = NEW.device_id);
-END;
-CREATE TRIGGER device_search_metadata_update AFTER UPDATE ON device_metadata BEGIN
-    UPDATE device_search SET metadata = (
-        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
-        WHERE device_id = NEW.device_id)
-    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = NEW.device_id);
-END;
-CREATE TRIGGER device_search_metadata_delete AFTER DELETE ON device_metadata BEGIN
-    UPDATE device_search SET metadata = (
-        SELECT coalesce(group_concat(search_text, char(10)), '') FROM device_metadata
-        WHERE device_id = OLD.device_id)
-    WHERE rowid = (SELECT rowid FROM device_search_docs WHERE device_id = OLD.device_id);
-END;
-"""
+""" + "".join(
+    _metadata_search_trigger(event, row)
+    for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
+)
 
 # Each device's timeline: a durable, bounded history of what happened to it.
 # `type` is the event's wire spelling (gateway.timeline.EventType); `details_json` its
