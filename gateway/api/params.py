@@ -204,6 +204,12 @@ def moment(raw: str, name: str) -> float:
     return parsed.timestamp()
 
 
+def optional_moment(query: Mapping[str, str], name: str) -> float | None:
+    """`moment` of the parameter `name`; None when it is absent or empty."""
+    raw = query.get(name)
+    return moment(raw, name) if raw else None
+
+
 @dataclass(frozen=True, slots=True)
 class LogQuery:
     """`GET /v3/devices/{id}/logs` filters (`enapter-http-api.md` §7.3)."""
@@ -231,10 +237,8 @@ def _choice(query: Mapping[str, str], name: str, choices: Mapping[str, T], defau
 
 def log_query(query: Mapping[str, str]) -> LogQuery:
     """The log filters; every bad value is a 400 naming its parameter."""
-    bounds = {
-        name: moment(query[name], name) if query.get(name) else None
-        for name in ("received_at_from", "received_at_to")
-    }
+    received_from = optional_moment(query, "received_at_from")
+    received_to = optional_moment(query, "received_at_to")
     severity: LogSeverity | None = None
     if query.get("severity"):
         raw = query["severity"].strip().lower()
@@ -243,8 +247,8 @@ def log_query(query: Mapping[str, str]) -> LogQuery:
             raise invalid_parameter("severity", f"must be one of {allowed}, got {raw[:40]!r}")
         severity = LogSeverity(raw)
     return LogQuery(
-        received_from=bounds["received_at_from"],
-        received_to=bounds["received_at_to"],
+        received_from=received_from,
+        received_to=received_to,
         severity=severity,
         newest_first=_choice(query, "order", _LOG_ORDERS, "RECEIVED_AT_ASC"),
         persisted=_choice(query, "show", _LOG_SHOW, "ALL"),
@@ -329,12 +333,8 @@ def execution_query(query: Mapping[str, str]) -> ExecutionQuery:
         states = frozenset(ExecutionState(state) for state in raw_states)
     expands = expand(query, EXECUTION_EXPANDS)
     return ExecutionQuery(
-        created_from=moment(query["created_at.gte"], "created_at.gte")
-        if query.get("created_at.gte")
-        else None,
-        created_before=moment(query["created_at.lt"], "created_at.lt")
-        if query.get("created_at.lt")
-        else None,
+        created_from=optional_moment(query, "created_at.gte"),
+        created_before=optional_moment(query, "created_at.lt"),
         states=states,
         names=frozenset(comma_list(query["name.in"])) if query.get("name.in") else None,
         device_ids=frozenset(comma_list(query["device_id.in"])) if query.get("device_id.in") else None,
@@ -520,12 +520,8 @@ def device_filter(query: Mapping[str, str]) -> DeviceFilter:
         connectivity=_enum_set(query, "connectivity.in", Connectivity),
         tags=_text_set(query, "tag.in"),
         blueprint_ids=_text_set(query, "blueprint_id.in"),
-        created_from=moment(query["created_at.gte"], "created_at.gte")
-        if query.get("created_at.gte")
-        else None,
-        created_before=moment(query["created_at.lt"], "created_at.lt")
-        if query.get("created_at.lt")
-        else None,
+        created_from=optional_moment(query, "created_at.gte"),
+        created_before=optional_moment(query, "created_at.lt"),
         raised_alert_names=_text_set(query, "raised_alert_names.in"),
         order=order,
     )
@@ -560,14 +556,12 @@ class TimelineQuery:
 
 def timeline_query(query: Mapping[str, str]) -> TimelineQuery:
     """The timeline filters; every bad value is a 400 naming its parameter."""
-    bounds = {
-        name: moment(query[name], name) if query.get(name) else None
-        for name in ("timestamp.gte", "timestamp.lt")
-    }
+    since = optional_moment(query, "timestamp.gte")
+    until = optional_moment(query, "timestamp.lt")
     return TimelineQuery(
         types=event_types(query),
-        since=bounds["timestamp.gte"],
-        until=bounds["timestamp.lt"],
+        since=since,
+        until=until,
         page=page(query),
     )
 
