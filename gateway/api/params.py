@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from gateway import slugs, stats
 from gateway.api.errors import bad_request, invalid_parameter
@@ -26,6 +26,7 @@ from gateway.model import (
     LogSeverity,
     MqttProtocol,
 )
+from gateway.mqtt.payloads import finite_float, reject_constant
 from gateway.timeline import MAX_USER_DESCRIPTION, USER_CODE, EventType
 
 DEFAULT_LIMIT = 50
@@ -266,23 +267,12 @@ def json_object(body: bytes) -> JsonObject:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+        value = json.loads(body, parse_constant=reject_constant, parse_float=finite_float)
         json.dumps(value, ensure_ascii=False).encode()
     except (ValueError, RecursionError):  # UnicodeError is a ValueError
         raise bad_request("The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise bad_request("The request body must be a JSON object.")
-    return value
-
-
-def _not_json(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
     return value
 
 

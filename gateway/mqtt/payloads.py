@@ -123,7 +123,7 @@ def _parse_json_slowly(payload: bytes) -> object:
     except UnicodeDecodeError as exc:
         return PayloadError("not_json", f"payload is not UTF-8 (bad byte at offset {exc.start})")
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=reject_constant, parse_float=finite_float)
     except RecursionError:
         return PayloadError("not_json", "payload nests too deeply")
     except ValueError as exc:
@@ -167,14 +167,15 @@ def _nesting_exceeds(value: object, limit: int) -> bool:
     return False
 
 
-def _reject_constant(name: str) -> NoReturn:
-    # Python's json accepts NaN/Infinity/-Infinity by default; they are not JSON and could not be
-    # served back by the HTTP API.
+def reject_constant(name: str) -> NoReturn:
+    """`json.loads(parse_constant=...)`: Python's json accepts NaN/Infinity/-Infinity by default;
+    they are not JSON and could not be served back by the HTTP API."""
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _finite_float(text: str) -> float:
-    # `1e999` is valid JSON syntax but overflows to inf, which is as unservable as `Infinity`.
+def finite_float(text: str) -> float:
+    """`json.loads(parse_float=...)`: `1e999` is valid JSON syntax but overflows to inf, which is
+    as unservable as `Infinity`."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError("number out of range")
