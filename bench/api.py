@@ -42,12 +42,12 @@ from fleet import (
     FleetPlan,
     WrongAnswer,
     bench_gateway,
+    check_work_options,
     cpu_seconds,
     finish_profiler,
     issue_logins,
     peak_rss_bytes,
     percentile,
-    py_spy,
     start_profiler,
     stop_profiler,
 )
@@ -514,12 +514,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--rows must give every device at least two minutes of history")
     if options.clients < 1 or options.seconds <= 0 or options.rate <= 0:
         parser.error("--clients, --seconds and --rate must be positive")
-    if options.dir is not None and options.dir.exists() and any(options.dir.iterdir()):
-        parser.error(f"{options.dir} is not empty")
-    if options.profile is not None:
-        options.profile = options.profile.resolve()
-        if py_spy() is None:
-            parser.error("--profile needs py-spy (pip install py-spy)")
+    check_work_options(parser, options)
     return options
 
 

@@ -23,6 +23,7 @@ Used by bench/ingest.py and bench/api.py (see bench/README.md); not a script of 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -689,6 +690,17 @@ def py_spy() -> str | None:
     """The py-spy executable (on PATH or next to this interpreter), if installed."""
     beside = Path(sys.executable).parent / "py-spy"
     return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def check_work_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """What the benches' shared `--dir` and `--profile` flags need: an empty work directory, and
+    py-spy for a profile (whose path is made absolute: the daemon runs elsewhere)."""
+    if options.dir is not None and options.dir.exists() and any(options.dir.iterdir()):
+        parser.error(f"{options.dir} is not empty")
+    if options.profile is not None:
+        options.profile = options.profile.resolve()
+        if py_spy() is None:
+            parser.error("--profile needs py-spy (pip install py-spy)")
 
 
 def start_profiler(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:

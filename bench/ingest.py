@@ -54,12 +54,12 @@ from fleet import (
     FleetResult,
     WrongAnswer,
     bench_gateway,
+    check_work_options,
     cpu_seconds,
     finish_profiler,
     peak_rss_bytes,
     percentile,
     provision,
-    py_spy,
     start_profiler,
     stop_profiler,
 )
@@ -696,12 +696,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--devices, --rate, --seconds and --sample must be positive")
     if options.poll <= 0 or options.fleet_workers < 1:
         parser.error("--poll and --fleet-workers must be positive")
-    if options.dir is not None and options.dir.exists() and any(options.dir.iterdir()):
-        parser.error(f"{options.dir} is not empty")
-    if options.profile is not None:
-        options.profile = options.profile.resolve()
-        if py_spy() is None:
-            parser.error("--profile needs py-spy (pip install py-spy)")
+    check_work_options(parser, options)
     return options
 
 
