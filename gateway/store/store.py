@@ -1029,7 +1029,16 @@ class Store:
             for device_id, attribute, series_id in rows:
                 changed[(device_id, attribute)] = (int(series_id), new_or_changed[(device_id, attribute)])
         ids = {key: (changed.get(key) or self._series[key])[0] for key in newest_kind}
-        (before,) = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM telemetry_raw")
+        if self._pending_after is None:
+            # The first values the rollups lack are those above the largest rowid now: remembered
+            # in the database too, so that a crash before the next merge loses nothing of them.
+            (before,) = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM telemetry_raw")
+            await db.execute(
+                "INSERT INTO rollup_pending (id, after_rowid) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET after_rowid = excluded.after_rowid",
+                (before[0],),
+            )
+            self._pending_after = before[0]
         # In series order (stable: equal timestamps keep their arrival order): consecutive rows
         # then land on the same page of the by-series index, which halves this insert's time
         # once the history outgrows the cache (each series has pages of its own by then).
@@ -1037,15 +1046,6 @@ class Store:
         await db.executemany(
             "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)", raw_rows
         )
-        if self._pending_after is None:
-            # The first values the rollups lack: remembered in the database, so that a crash
-            # before the next merge loses nothing from them.
-            await db.execute(
-                "INSERT INTO rollup_pending (id, after_rowid) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET after_rowid = excluded.after_rowid",
-                (before[0],),
-            )
-            self._pending_after = before[0]
         if time.monotonic() - self._merged_at >= self._rollup_interval:
             await self._roll_up(db)
         minute = int(self._clock() // 60)
