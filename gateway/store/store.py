@@ -641,8 +641,8 @@ class Store:
         queue_size: int,
         max_batch: int,
         clock: Callable[[], float],
+        rollup_interval: float,
         path: Path | None = None,
-        rollup_interval: float = 0.0,
     ) -> None:
         """Wrap two open, migrated connections. Use `Store.open`, which owns their lifetime."""
         self._path = path
