@@ -134,8 +134,8 @@ CREATE INDEX device_certificates_by_device ON device_certificates (device_id);
 # telemetry_raw.value keeps the value's own SQLite type (column type ANY): integers and booleans
 # (0/1) as INTEGER, numbers as REAL, strings as TEXT, arrays and objects as compact JSON in a BLOB
 # so they cannot be mistaken for strings. The series' `kind` (of its newest value) tells booleans
-# from integers. Rollups are merged into every few seconds and before every read of them (schema 5,
-# rollup_pending); until then the raw rows above its rowid are not in them.
+# from integers. Each batch merges its values into the rollups in its own transaction (schema 6;
+# in schema 5 they lagged by a few seconds, marked by rollup_pending).
 _ROLLUP_COLUMNS = """
     series_id INTEGER NOT NULL REFERENCES telemetry_series (id) ON DELETE CASCADE,
     bucket INTEGER NOT NULL,
@@ -214,8 +214,24 @@ ROLLUPS: Final[tuple[tuple[str, int], ...]] = (("telemetry_1m", 60), ("telemetry
 """Rollup tables and their bucket size in seconds, finest first."""
 
 
+ROLLUP_MERGE: Final = """
+ON CONFLICT (series_id, bucket) DO UPDATE SET
+    count = count + excluded.count,
+    num_count = num_count + excluded.num_count,
+    total = total + excluded.total,
+    low = CASE WHEN excluded.low IS NOT NULL AND (low IS NULL OR excluded.low < low)
+        THEN excluded.low ELSE low END,
+    high = CASE WHEN excluded.high IS NOT NULL AND (high IS NULL OR excluded.high > high)
+        THEN excluded.high ELSE high END,
+    last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+    last_ts = max(last_ts, excluded.last_ts)
+"""
+"""How a summary of more values merges into a rollup row (an upsert's conflict clause)."""
+
+
 def rollup_sql(table: str, size: int, rows: str) -> str:
-    """Merge the raw rows selected by `rows` (a condition on telemetry_raw) into a rollup table.
+    """Merge the raw rows selected by `rows` (a condition on telemetry_raw) into a rollup table
+    (migrations; batches merge summaries made by `gateway.store.rollup`, which agree with this).
 
     Buckets are floor(timestamp / size) * size, in integer arithmetic (SQLite may lack floor()).
     `last` is the value with the greatest timestamp (then rowid) in the bucket.
@@ -238,17 +254,16 @@ FROM (
 )
 WHERE true
 GROUP BY series_id, bucket
-ON CONFLICT (series_id, bucket) DO UPDATE SET
-    count = count + excluded.count,
-    num_count = num_count + excluded.num_count,
-    total = total + excluded.total,
-    low = CASE WHEN excluded.low IS NOT NULL AND (low IS NULL OR excluded.low < low)
-        THEN excluded.low ELSE low END,
-    high = CASE WHEN excluded.high IS NOT NULL AND (high IS NULL OR excluded.high > high)
-        THEN excluded.high ELSE high END,
-    last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
-    last_ts = max(last_ts, excluded.last_ts)
-"""
+{ROLLUP_MERGE}"""
+
+
+def rollup_upsert_sql(table: str) -> str:
+    """Merge summary rows (`gateway.store.rollup.RollupRow`, one per parameter set) into a rollup
+    table."""
+    return (
+        f"INSERT INTO {table} (series_id, bucket, count, num_count, total, low, high, last, last_ts)"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {ROLLUP_MERGE}"
+    )
 
 
 # The history moved over by _V3 is rolled up once, in the same migration.
@@ -450,7 +465,17 @@ CREATE TABLE rollup_pending (
 
 _V5: Final = _V5_FIND + _V5_TIMELINE + _V5_STATS + _V5_ROLLUPS
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+# Batches now merge their values into the rollups in their own transaction: merge what a schema-5
+# database left pending, and drop the marker.
+_V6: Final = (
+    "".join(
+        rollup_sql(table, size, "rowid > (SELECT after_rowid FROM rollup_pending)") + ";"
+        for table, size in ROLLUPS
+    )
+    + "DROP TABLE rollup_pending;"
+)
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """`MIGRATIONS[i]` upgrades a database at `user_version == i` to `i + 1`."""
 
 TARGET_VERSION: Final[int] = len(MIGRATIONS)

@@ -66,7 +66,8 @@ from gateway.model import (
     Telemetry,
 )
 from gateway.slugs import slugify
-from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_sql
+from gateway.store import rollup
+from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
 from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
 from gateway.timeline import ConnectivityChange, DeviceEvent, EventType, NewEvent, alert_changes, renamed
 
@@ -98,8 +99,6 @@ _TELEMETRY_TIME_COLUMNS: Final = {
 }
 _EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
 
-# How often batches merge new raw values into the rollups (readers merge what is left first).
-ROLLUP_INTERVAL_S: Final = 5.0
 # telemetry_received keeps a row a minute for the site statistics' longest window (30 days).
 RECEIVED_KEPT_MINUTES: Final = 31 * 24 * 60
 BATCH_SECONDS_BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -641,7 +640,6 @@ class Store:
         queue_size: int,
         max_batch: int,
         clock: Callable[[], float],
-        rollup_interval: float,
         path: Path | None = None,
     ) -> None:
         """Wrap two open, migrated connections. Use `Store.open`, which owns their lifetime."""
@@ -667,12 +665,6 @@ class Store:
         self._series: _SeriesIds = {}
         # The minute of the last telemetry_received write, to purge that table once a minute.
         self._received_minute = 0
-        # Rollups are merged every `rollup_interval` seconds, not every batch (merging is most of
-        # a batch's SQL under load): raw rowids above `_pending_after` are not merged yet (None:
-        # all are). Kept in rollup_pending too, for a crash.
-        self._rollup_interval = rollup_interval
-        self._pending_after: int | None = None
-        self._merged_at = time.monotonic()
         # device_id -> (raised alerts, their telemetry timestamp), as committed; filled as batches
         # need it, so that a batch compares alerts without reading them back every time.
         self._raised: dict[str, tuple[tuple[str, ...], float]] = {}
@@ -692,7 +684,6 @@ class Store:
         max_batch: int = 10_000,
         clock: Callable[[], float] = time.time,
         set_aside_corrupt: bool = False,
-        rollup_interval: float = ROLLUP_INTERVAL_S,
     ) -> AsyncIterator[Store]:
         """Open (creating and migrating) the database at `path` and run the writer task.
 
@@ -747,14 +738,8 @@ class Store:
                 max_batch=max_batch,
                 clock=clock,
                 path=path,
-                rollup_interval=rollup_interval,
             )
             store.set_aside = set_aside
-            # Values a crash left unmerged are merged with the first batch or read.
-            pending = list(await writer.execute_fetchall("SELECT after_rowid FROM rollup_pending"))
-            if pending:
-                store._pending_after = int(pending[0][0])
-                store._merged_at = -math.inf
             stack.push_async_callback(_optimize, writer)
             body_error: Exception | None = None
             async with asyncio.TaskGroup() as tasks:
@@ -767,16 +752,8 @@ class Store:
                     body_error = exc
                 finally:
                     await store._stop_writer()
-                    await store._merge_at_close()
             if body_error is not None:
                 raise body_error
-
-    async def _merge_at_close(self) -> None:
-        try:
-            await self.merge_rollups()
-        except sqlite3.Error as exc:
-            # Kept in rollup_pending: the next start merges them.
-            logger.warning("could not bring the rollups up to date before closing: %s", exc)
 
     async def _stop_writer(self) -> None:
         """Refuse new items, let the writer commit everything accepted, and wait for it."""
@@ -807,9 +784,7 @@ class Store:
         return True
 
     async def flush(self) -> None:
-        """Wait until every item enqueued so far has been written (or dropped by a failed batch).
-
-        The rollups may still lack them (`merge_rollups`); readers of rollups merge first."""
+        """Wait until every item enqueued so far has been written (or dropped by a failed batch)."""
         target = self._counters.enqueued
         while self._processed < target:
             if self._task is None or self._task.done():
@@ -902,7 +877,6 @@ class Store:
         if not accepted:
             return
         started = time.monotonic()
-        rollup_state = self._pending_after, self._merged_at
         try:
             async with self._transaction(durable=False) as db:
                 skipped = rows.keep_only(await self._existing_devices(db, rows.items_per_device))
@@ -912,7 +886,6 @@ class Store:
             self._raised.update(rows.raised_alerts)
             self._announce(rows.events)
         except sqlite3.Error as exc:
-            self._pending_after, self._merged_at = rollup_state
             self._counters.time_batch(time.monotonic() - started)
             self._last_failure = str(exc)
             self._counters.failed_batches += 1
@@ -1002,8 +975,8 @@ class Store:
     async def _write_history(
         self, db: aiosqlite.Connection, history: list[tuple[str, str, SeriesKind, float, SqlValue]]
     ) -> _SeriesIds:
-        """Insert raw values under their series (creating series as needed), all inside the
-        batch's transaction; merge what the rollups lack once `rollup_interval` has passed."""
+        """Insert raw values under their series (creating series as needed) and merge them into
+        the rollups, all inside the batch's transaction."""
         newest_kind: dict[tuple[str, str], SeriesKind] = {}
         for device_id, attribute, kind, _, _ in history:
             newest_kind[(device_id, attribute)] = kind
@@ -1029,16 +1002,6 @@ class Store:
             for device_id, attribute, series_id in rows:
                 changed[(device_id, attribute)] = (int(series_id), new_or_changed[(device_id, attribute)])
         ids = {key: (changed.get(key) or self._series[key])[0] for key in newest_kind}
-        if self._pending_after is None:
-            # The first values the rollups lack are those above the largest rowid now: remembered
-            # in the database too, so that a crash before the next merge loses nothing of them.
-            (before,) = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM telemetry_raw")
-            await db.execute(
-                "INSERT INTO rollup_pending (id, after_rowid) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET after_rowid = excluded.after_rowid",
-                (before[0],),
-            )
-            self._pending_after = before[0]
         # In series order (stable: equal timestamps keep their arrival order): consecutive rows
         # then land on the same page of the by-series index, which halves this insert's time
         # once the history outgrows the cache (each series has pages of its own by then).
@@ -1046,8 +1009,13 @@ class Store:
         await db.executemany(
             "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)", raw_rows
         )
-        if time.monotonic() - self._merged_at >= self._rollup_interval:
-            await self._roll_up(db)
+        # The finest rollup from the raw values, each coarser one from the one before it.
+        (finest, finest_size), *coarser = ROLLUPS
+        summaries = rollup.summarize(raw_rows, finest_size)
+        await db.executemany(rollup_upsert_sql(finest), summaries)
+        for table, size in coarser:
+            summaries = rollup.coarsen(summaries, size)
+            await db.executemany(rollup_upsert_sql(table), summaries)
         minute = int(self._clock() // 60)
         await db.execute(
             "INSERT INTO telemetry_received (minute, data_points) VALUES (?, ?)"
@@ -1089,33 +1057,6 @@ class Store:
             received_at = rows.last_seen.get(device_id, ts)
             new_events += alert_changes(device_id, before, after, received_at)
         rows.events += await _insert_events(db, new_events)
-
-    async def _roll_up(self, db: aiosqlite.Connection) -> None:
-        """Merge the raw values the rollups lack into every rollup (inside a transaction).
-
-        Rowids above `_pending_after` are exactly those values: it was the largest rowid when
-        the first of them was inserted, and a rowid reused after deletions is a new value too.
-        """
-        if self._pending_after is None:
-            return
-        for table, size in ROLLUPS:
-            await db.execute(rollup_sql(table, size, "rowid > ?"), (self._pending_after,))
-        await db.execute("DELETE FROM rollup_pending")
-        self._pending_after = None
-        self._merged_at = time.monotonic()
-
-    async def merge_rollups(self) -> None:
-        """Bring the rollups up to date with every stored raw value now (readers of rollups,
-        retention and closing call this; batches do it every `rollup_interval`)."""
-        if self._pending_after is None:
-            return
-        rollup_state = self._pending_after, self._merged_at
-        try:
-            async with self._transaction(durable=False) as db:
-                await self._roll_up(db)
-        except BaseException:
-            self._pending_after, self._merged_at = rollup_state
-            raise
 
     async def _apply_responses(
         self, db: aiosqlite.Connection, responses: list[tuple[str, str, str, str, float]]
@@ -1832,7 +1773,6 @@ class Store:
             for series_id, timestamp, value in rows:
                 found[series_id].append(_raw_partial(timestamp, value, series[series_id]))
             return found
-        await self.merge_rollups()
         rows = await self._fetch(
             "SELECT series_id, bucket, count, num_count, total, low, high, last, last_ts"
             f" FROM {table} WHERE series_id IN (SELECT value FROM json_each(?))"
@@ -1952,7 +1892,6 @@ class Store:
         """Delete telemetry older than its table's limit; `before` maps a table (`telemetry_raw`,
         `telemetry_1m`, `telemetry_1h`) to the time before which its rows go. Rows deleted per
         table. Small transactions, oldest first, so ingest batches are never held up for long."""
-        await self.merge_rollups()  # raw values go only once they are in the rollups
         deleted: dict[str, int] = {}
         for table, cutoff in before.items():
             time_column = _TELEMETRY_TIME_COLUMNS[table]
@@ -1975,7 +1914,6 @@ class Store:
     async def shrink_to(self, limit: int, *, chunk: int = 5000) -> dict[str, int]:
         """Delete the oldest telemetry (raw values first, then 1-minute rollups) until the database
         holds at most `limit` bytes, then hand the freed pages back to the file system."""
-        await self.merge_rollups()  # raw values go only once they are in the rollups
         deleted = {"telemetry_raw": 0, "telemetry_1m": 0}
         for table in deleted:
             while await self.database_size() > limit:

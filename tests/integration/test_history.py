@@ -1,5 +1,5 @@
-"""Telemetry history in the store: series, raw values, rollups merged every few seconds and before
-every read of them, the table a query reads from, and the migration of the old history table."""
+"""Telemetry history in the store: series, raw values, rollups merged by every batch, the table a
+query reads from, and the migrations of the old history table and of schema 5's lagging rollups."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.model import JsonValue, Partial, SeriesKind
-from gateway.store.schema import MIGRATIONS
+from gateway.store.schema import MIGRATIONS, ROLLUPS, rollup_sql
 from gateway.store.store import Store
-from tests.gateway_process import eventually
 from tests.integration.test_store import add_device, db_path, ingested, raw, telemetry
 
 __all__ = ["db_path"]  # a fixture, used by name
@@ -180,50 +179,71 @@ async def test_retention_by_size_deletes_the_oldest_raw_values_first(db_path: Pa
         assert await store.shrink_to(full * 2) == {"telemetry_raw": 0, "telemetry_1m": 0}
 
 
-async def committed(store: Store, count: int) -> None:
-    """Wait until the writer committed `count` items, without `flush` (which merges rollups)."""
-
-    async def done() -> bool:
-        return store.stats.committed >= count
-
-    await eventually(done, 5, interval=0.01)
+def rollup_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    return {table: raw(path, f"SELECT * FROM {table} ORDER BY series_id, bucket") for table, _ in ROLLUPS}
 
 
-def rolled_up_rows(path: Path) -> list[tuple[object, ...]]:
-    return raw(path, "SELECT bucket, count FROM telemetry_1m ORDER BY bucket")
-
-
-async def test_rollups_lag_batches_but_every_read_sees_every_value(db_path: Path) -> None:
-    async with Store.open(db_path, rollup_interval=3600) as store:
-        device = await add_device(store)
-        for ts in (60.0, 61.0, 125.0):
-            assert store.enqueue(ingested(device.id, telemetry(ts, {"t": ts})))
-        await committed(store, 3)
-        # Merging every batch was most of a batch's SQL under load: the rollups wait, and the
-        # database says which raw values they lack.
-        assert rolled_up_rows(db_path) == []
-        assert raw(db_path, "SELECT count(*) FROM rollup_pending") == [(1,)]
-        series_id, kind = (await store.series(device.id, ["t"]))["t"]
-        minutes = await history_of(store, series_id, kind, start=0, end=180, granularity=60)
-        assert [(point.start, point.count) for point in minutes] == [(60, 2), (120, 1)]
-        assert raw(db_path, "SELECT count(*) FROM rollup_pending") == [(0,)]
-
-
-async def test_values_a_crash_left_out_of_the_rollups_are_merged_after_the_restart(
+async def test_every_committed_batch_is_in_the_rollups_as_sql_sums_the_raw_values(
     db_path: Path, tmp_path: Path
 ) -> None:
     crashed = tmp_path / "crashed" / db_path.name
     crashed.parent.mkdir()
-    async with Store.open(db_path, rollup_interval=3600) as store:
+    batches: list[list[tuple[float, dict[str, JsonValue]]]] = [
+        [(60.0, {"t": 1, "s": "a", "on": True}), (61.0, {"t": 2.5}), (3599.5, {"t": -4})],
+        # A late value, one tied with the newest of its minute, another hour.
+        [(30.0, {"t": 3, "s": "b"}), (61.0, {"t": 7}), (3600.0, {"t": 0.5, "on": False})],
+        [(7300.25, {"t": 9, "j": [1]}), (-0.5, {"t": 2})],
+    ]
+    async with Store.open(db_path) as store:
         device = await add_device(store)
-        assert store.enqueue(ingested(device.id, telemetry(60.0, {"t": 1})))
-        await committed(store, 1)
-        # The files as a power cut would leave them: committed, not rolled up.
+        for batch in batches:
+            await store_values(store, device.id, batch)
+        # The files as a power cut would leave them now.
         for suffix in ("", "-wal"):
             shutil.copy(f"{db_path}{suffix}", f"{crashed}{suffix}")
-    assert rolled_up_rows(crashed) == []
-    async with Store.open(crashed, rollup_interval=3600) as store:
-        # The first batch after the start merges what the crash left, with its own values.
-        assert store.enqueue(ingested(device.id, telemetry(130.0, {"t": 2})))
-        await committed(store, 1)
-        assert rolled_up_rows(crashed) == [(60, 1), (120, 1)]
+    stored = rollup_rows(crashed)
+    # What the migrations' SQL makes of every raw value at once.
+    with contextlib.closing(sqlite3.connect(crashed, isolation_level=None)) as db:
+        for table, size in ROLLUPS:
+            db.execute(f"DELETE FROM {table}")
+            db.execute(rollup_sql(table, size, "true"))
+    assert rollup_rows(crashed) == stored
+    t_minutes = [row for row in stored["telemetry_1m"] if row[0] == stored["telemetry_1m"][0][0]]
+    # series, bucket, count, num_count, total, low, high, last (the later of the two at 61 s), last_ts
+    assert t_minutes[:3] == [(1, -60, 1, 1, 2.0, 2.0, 2.0, 2, -0.5), (1, 0, 1, 1, 3.0, 3.0, 3.0, 3, 30.0),
+                             (1, 60, 3, 3, 10.5, 1.0, 7.0, 7, 61.0)]  # fmt: skip
+
+
+async def test_values_a_schema_5_database_had_not_rolled_up_yet_are_merged_by_the_migration(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
+        for script in MIGRATIONS[:5]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 5")
+        db.execute(
+            "INSERT INTO site (id, name, timezone, created_at, updated_at) VALUES ('s', 'S', 'UTC', 0, 0)"
+        )
+        db.execute(
+            "INSERT INTO devices (id, site_id, name, slug, type, blueprint_id, created_at, updated_at)"
+            " VALUES ('d', 's', 'D', 'd', 'STANDALONE', 'b', 0, 0)"
+        )
+        db.execute(
+            "INSERT INTO telemetry_series (id, device_id, attribute, kind) VALUES (1, 'd', 't', 'float')"
+        )
+        db.executemany("INSERT INTO telemetry_raw VALUES (1, ?, ?)", [(60.0, 1.0), (70.0, 2.0)])
+        for table, size in ROLLUPS:
+            db.execute(rollup_sql(table, size, "true"))
+        # Schema 5 merged every few seconds: these two had not been yet.
+        db.executemany("INSERT INTO telemetry_raw VALUES (1, ?, ?)", [(80.0, 4.0), (3700.0, 8.0)])
+        db.execute("INSERT INTO rollup_pending (id, after_rowid) VALUES (1, 2)")
+    async with Store.open(db_path) as store:
+        minutes = await history_of(store, 1, SeriesKind.FLOAT, start=0, end=7200, granularity=60)
+        assert [(m.start, m.count, m.total, m.last) for m in minutes] == [
+            (60, 3, 7.0, 4.0),
+            (3660, 1, 8.0, 8.0),
+        ]
+        hours = await history_of(store, 1, SeriesKind.FLOAT, start=0, end=7200, granularity=3600)
+        assert [(h.start, h.count, h.total) for h in hours] == [(0, 3, 7.0), (3600, 1, 8.0)]
+    assert raw(db_path, "SELECT count(*) FROM sqlite_schema WHERE name = 'rollup_pending'") == [(0,)]
