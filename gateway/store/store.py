@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import time
@@ -68,7 +69,7 @@ from gateway.model import (
 from gateway.slugs import slugify
 from gateway.store import rollup
 from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
-from gateway.store.values import SqlValue, from_sql, kind_of, to_sql
+from gateway.store.values import SqlValue, from_sql, kind_and_value
 from gateway.timeline import ConnectivityChange, DeviceEvent, EventType, NewEvent, alert_changes, renamed
 
 logger = logging.getLogger("gateway.store")
@@ -265,10 +266,10 @@ def _load(text: str) -> JsonValue:
 class _BatchRows:
     """One batch of queued messages turned into rows, aggregated where only the newest counts."""
 
-    # (device_id, attribute, kind, timestamp, stored value)
-    history: list[tuple[str, str, SeriesKind, float, SqlValue]] = field(default_factory=list)
-    # (device_id, attribute) -> (value_json, timestamp); the newest timestamp wins, ties: last.
-    latest: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    # (device_id, timestamp, values) of each telemetry message, in arrival order.
+    telemetry: list[tuple[str, float, Mapping[str, JsonValue]]] = field(default_factory=list)
+    # device_id -> attribute -> (value, timestamp); the newest timestamp wins, ties: the last.
+    latest: dict[str, dict[str, tuple[JsonValue, float]]] = field(default_factory=dict)
     # device_id -> (alerts_json, timestamp) of its newest telemetry in the batch.
     alerts: dict[str, tuple[str, float]] = field(default_factory=dict)
     # device_id -> latest received_at.
@@ -294,18 +295,19 @@ class _BatchRows:
         # Encode everything first so that a failure leaves the batch untouched.
         match message:
             case Telemetry(timestamp=ts, values=values, alerts=alerts):
-                encoded = [(name, value, _dump(value)) for name, value in values.items()]
+                # Numbers, strings, booleans and null always encode: only the others are tried.
+                for value in values.values():
+                    if isinstance(value, list | dict):
+                        _dump(value)
                 alerts_json = _dump(list(alerts or ()))
-                history = [
-                    (device_id, name, kind_of(value), ts, to_sql(value))
-                    for name, value, _ in encoded
-                    if value is not None
-                ]
-                self.history += history
-                for name, _, text in encoded:
-                    known = self.latest.get((device_id, name))
+                self.telemetry.append((device_id, ts, values))
+                latest = self.latest.get(device_id)
+                if latest is None:
+                    latest = self.latest[device_id] = {}
+                for name, value in values.items():
+                    known = latest.get(name)
                     if known is None or ts >= known[1]:
-                        self.latest[(device_id, name)] = (text, ts)
+                        latest[name] = (value, ts)
                 newest = self.alerts.get(device_id)
                 if newest is None or ts >= newest[1]:
                     self.alerts[device_id] = (alerts_json, ts)
@@ -329,8 +331,8 @@ class _BatchRows:
         """Drop the rows of devices not in `known`; returns how many items that skipped."""
         skipped = sum(n for d, n in self.items_per_device.items() if d not in known)
         if skipped:
-            self.history = [r for r in self.history if r[0] in known]
-            self.latest = {k: v for k, v in self.latest.items() if k[0] in known}
+            self.telemetry = [r for r in self.telemetry if r[0] in known]
+            self.latest = {k: v for k, v in self.latest.items() if k in known}
             self.alerts = {k: v for k, v in self.alerts.items() if k in known}
             self.last_seen = {k: v for k, v in self.last_seen.items() if k in known}
             self.properties = [r for r in self.properties if r[0] in known]
@@ -340,8 +342,11 @@ class _BatchRows:
         return skipped
 
 
-# (device_id, attribute) -> (telemetry_series.id, kind)
-_SeriesIds: TypeAlias = dict[tuple[str, str], tuple[int, SeriesKind]]
+# device_id -> attribute -> (telemetry_series.id, kind)
+_SeriesIds: TypeAlias = dict[str, dict[str, tuple[int, SeriesKind]]]
+_NO_SERIES: Final[Mapping[str, tuple[int, SeriesKind]]] = {}
+# Raw rows in series order, then time order (values of any type are never compared).
+_SERIES_TIME: Final = operator.itemgetter(0, 1)
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -539,10 +544,6 @@ def _load_object(text: str) -> dict[str, JsonValue]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _series_time(row: tuple[int, float, SqlValue]) -> tuple[int, float]:
-    return row[0], row[1]
-
-
 def _raw_partial(timestamp: float, value: SqlValue, kind: SeriesKind) -> Partial:
     number = float(value) if isinstance(value, int | float) else None
     return Partial(
@@ -661,7 +662,7 @@ class Store:
         self._failing = False
         self._last_failure = ""
         self._task: asyncio.Task[None] | None = None
-        # (device_id, attribute) -> (series id, kind), as committed; filled as batches need it.
+        # device_id -> attribute -> (series id, kind), as committed; filled as batches need it.
         self._series: _SeriesIds = {}
         # The minute of the last telemetry_received write, to purge that table once a minute.
         self._received_minute = 0
@@ -882,7 +883,8 @@ class Store:
                 skipped = rows.keep_only(await self._existing_devices(db, rows.items_per_device))
                 changed_series = await self._write_rows(db, rows)
             # Only now: a rolled-back batch must not leave ids of series that do not exist.
-            self._series.update(changed_series)
+            for device_id, changed in changed_series.items():
+                self._series.setdefault(device_id, {}).update(changed)
             self._raised.update(rows.raised_alerts)
             self._announce(rows.events)
         except sqlite3.Error as exc:
@@ -915,8 +917,8 @@ class Store:
     async def _write_rows(self, db: aiosqlite.Connection, rows: _BatchRows) -> _SeriesIds:
         """Write one batch; returns the series ids it created or changed (for after COMMIT)."""
         changed_series: _SeriesIds = {}
-        if rows.history:
-            changed_series = await self._write_history(db, rows.history)
+        if rows.telemetry:
+            changed_series = await self._write_history(db, rows.telemetry)
         if rows.latest:
             await db.executemany(
                 "INSERT INTO telemetry_latest (device_id, attribute, value_json, timestamp)"
@@ -925,7 +927,11 @@ class Store:
                 " SET value_json = excluded.value_json, timestamp = excluded.timestamp"
                 # An older message arriving late must not replace a newer value.
                 " WHERE excluded.timestamp >= telemetry_latest.timestamp",
-                [(d, a, text, ts) for (d, a), (text, ts) in rows.latest.items()],
+                [
+                    (device_id, name, _dump(value), ts)
+                    for device_id, latest in rows.latest.items()
+                    for name, (value, ts) in latest.items()
+                ],
             )
         if rows.last_seen:
             await db.executemany(
@@ -973,39 +979,60 @@ class Store:
         return changed_series
 
     async def _write_history(
-        self, db: aiosqlite.Connection, history: list[tuple[str, str, SeriesKind, float, SqlValue]]
+        self, db: aiosqlite.Connection, telemetry: list[tuple[str, float, Mapping[str, JsonValue]]]
     ) -> _SeriesIds:
         """Insert raw values under their series (creating series as needed) and merge them into
         the rollups, all inside the batch's transaction."""
-        newest_kind: dict[tuple[str, str], SeriesKind] = {}
-        for device_id, attribute, kind, _, _ in history:
-            newest_kind[(device_id, attribute)] = kind
+        raw_rows: list[rollup.RawRow] = []
+        # Series that are new or whose kind changes: the kind of their newest value, and where
+        # their values are in raw_rows (their ids are known once they are written).
+        changing: dict[tuple[str, str], SeriesKind] = {}
+        unresolved: list[tuple[int, str, str]] = []
+        # The hot loop of a batch: once per value, so a dictionary lookup by name per value in
+        # the common case (every series known, none changing kind).
+        for device_id, ts, values in telemetry:
+            known = self._series.get(device_id, _NO_SERIES)
+            for name, value in values.items():
+                if value is None:
+                    continue
+                kind, stored = kind_and_value(value)
+                series = known.get(name)
+                if (
+                    series is not None
+                    and series[1] is kind
+                    and not (changing and (device_id, name) in changing)
+                ):
+                    raw_rows.append((series[0], ts, stored))
+                else:
+                    changing[(device_id, name)] = kind
+                    unresolved.append((len(raw_rows), device_id, name))
+                    raw_rows.append((0, ts, stored))
         changed: _SeriesIds = {}
-        new_or_changed = {
-            key: kind
-            for key, kind in newest_kind.items()
-            if (known := self._series.get(key)) is None or known[1] is not kind
-        }
-        if new_or_changed:
+        if changing:
             # Two statements for all of them: a new fleet's first batch has thousands.
             await db.executemany(
                 "INSERT INTO telemetry_series (device_id, attribute, kind) VALUES (?, ?, ?)"
                 " ON CONFLICT (device_id, attribute) DO UPDATE SET kind = excluded.kind",
-                [(*key, kind.value) for key, kind in new_or_changed.items()],
+                [(*key, kind.value) for key, kind in changing.items()],
             )
             rows = await db.execute_fetchall(
                 "SELECT s.device_id, s.attribute, s.id FROM json_each(?) AS wanted"
                 " JOIN telemetry_series AS s"
                 " ON s.device_id = wanted.value ->> 0 AND s.attribute = wanted.value ->> 1",
-                (_dump([list(key) for key in new_or_changed]),),
+                (_dump([list(key) for key in changing]),),
             )
             for device_id, attribute, series_id in rows:
-                changed[(device_id, attribute)] = (int(series_id), new_or_changed[(device_id, attribute)])
-        ids = {key: (changed.get(key) or self._series[key])[0] for key in newest_kind}
+                kind = changing[(device_id, attribute)]
+                changed.setdefault(device_id, {})[attribute] = (int(series_id), kind)
+            for index, device_id, name in unresolved:
+                _, ts, stored = raw_rows[index]
+                raw_rows[index] = (changed[device_id][name][0], ts, stored)
+        if not raw_rows:
+            return changed
         # In series order (stable: equal timestamps keep their arrival order): consecutive rows
         # then land on the same page of the by-series index, which halves this insert's time
         # once the history outgrows the cache (each series has pages of its own by then).
-        raw_rows = sorted(((ids[(d, a)], ts, value) for d, a, _, ts, value in history), key=_series_time)
+        raw_rows.sort(key=_SERIES_TIME)
         await db.executemany(
             "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)", raw_rows
         )
@@ -1020,7 +1047,7 @@ class Store:
         await db.execute(
             "INSERT INTO telemetry_received (minute, data_points) VALUES (?, ?)"
             " ON CONFLICT (minute) DO UPDATE SET data_points = data_points + excluded.data_points",
-            (minute, len(history)),
+            (minute, len(raw_rows)),
         )
         if minute != self._received_minute:
             # Once a minute: the statistics' longest window is 30 days.
@@ -1313,7 +1340,7 @@ class Store:
             await _revoke_certificates(db, device_id, self._clock())
             await db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
         # Its series went with it (cascade); a cached id would make every later batch fail.
-        self._series = {key: value for key, value in self._series.items() if key[0] != device_id}
+        self._series.pop(device_id, None)
         self._raised.pop(device_id, None)
         return True
 
@@ -2489,7 +2516,7 @@ class Store:
                 await db.execute(statement, (device_id,))
             (event,) = await _insert_events(db, [NewEvent(device_id, EventType.DATA_CLEARED, self._clock())])
         # As after a deletion: cached series ids are gone, and the alerts are none now.
-        self._series = {key: value for key, value in self._series.items() if key[0] != device_id}
+        self._series.pop(device_id, None)
         self._raised.pop(device_id, None)
         self._announce([event])
         return event

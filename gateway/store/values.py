@@ -45,6 +45,16 @@ def to_sql(value: JsonValue) -> SqlValue:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def kind_and_value(value: JsonValue) -> tuple[SeriesKind, SqlValue]:
+    """`kind_of` and `to_sql` of one non-null value at once, quickest for the usual types (this
+    runs for every stored value)."""
+    if type(value) is float:
+        return SeriesKind.FLOAT, value
+    if type(value) is int and -_INT64 <= value < _INT64:
+        return SeriesKind.INTEGER, value
+    return kind_of(value), to_sql(value)
+
+
 def from_sql(value: SqlValue | None, kind: SeriesKind) -> JsonValue:
     """The JSON value for a stored one; integers read as booleans in a boolean series."""
     if value is None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.model import JsonValue, SeriesKind
-from gateway.store.values import from_sql, kind_of, to_sql
+from gateway.store.values import from_sql, kind_and_value, kind_of, to_sql
 
 INT64 = 2**63
 # What `payloads.decode` lets through: JSON without NaN/Infinity, any integer size, any text
@@ -48,3 +48,11 @@ def test_null_is_not_stored() -> None:
     with pytest.raises(ValueError, match="null"):
         to_sql(None)
     assert from_sql(None, SeriesKind.FLOAT) is None
+
+
+@given(VALUES)
+def test_the_quick_path_gives_the_kind_and_stored_value_of_the_two_functions(value: JsonValue) -> None:
+    kind, stored = kind_and_value(value)
+    assert kind is kind_of(value)
+    assert stored == to_sql(value)
+    assert type(stored) is type(to_sql(value))
