@@ -68,7 +68,7 @@ from gateway.model import (
 )
 from gateway.slugs import slugify
 from gateway.store import rollup
-from gateway.store.schema import MIGRATIONS, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
+from gateway.store.schema import MIGRATIONS, RETENTION, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
 from gateway.store.values import SqlValue, from_sql, kind_and_value
 from gateway.timeline import ConnectivityChange, DeviceEvent, EventType, NewEvent, alert_changes, renamed
 
@@ -92,12 +92,8 @@ _SITE_COLUMNS: Final = "id, name, timezone, updated_at, location_name, latitude,
 _BLUEPRINT_COLUMNS: Final = "id, digest, name, manifest_json, created_at"
 _CREDENTIAL_COLUMNS: Final = "device_id, protocol, username, secret, created_at"
 _TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at"
-# Telemetry tables and the column retention orders them by (each has an index on it).
-_TELEMETRY_TIME_COLUMNS: Final = {
-    "telemetry_raw": "timestamp",
-    "telemetry_1m": "bucket",
-    "telemetry_1h": "bucket",
-}
+
+
 _EXECUTION_COLUMNS: Final = "id, device_id, name, manifest_name, arguments_json, ephemeral, state, created_at"
 
 # telemetry_received keeps a row a minute for the site statistics' longest window (30 days).
@@ -1921,10 +1917,9 @@ class Store:
         table. Small transactions, oldest first, so ingest batches are never held up for long."""
         deleted: dict[str, int] = {}
         for table, cutoff in before.items():
-            time_column = _TELEMETRY_TIME_COLUMNS[table]
             deleted[table] = 0
             while True:
-                count = await self._delete_oldest(table, chunk, f"{time_column} < ?", (cutoff,))
+                count = await self._delete_chunk(table, RETENTION[table].older, (cutoff, chunk))
                 deleted[table] += count
                 if count < chunk:
                     break
@@ -1939,12 +1934,13 @@ class Store:
         return int(row["size"])
 
     async def shrink_to(self, limit: int, *, chunk: int = 5000) -> dict[str, int]:
-        """Delete the oldest telemetry (raw values first, then 1-minute rollups) until the database
-        holds at most `limit` bytes, then hand the freed pages back to the file system."""
+        """Delete the oldest telemetry (raw values first, the earliest stored first; then 1-minute
+        rollups) until the database holds at most `limit` bytes, then hand the freed pages back
+        to the file system."""
         deleted = {"telemetry_raw": 0, "telemetry_1m": 0}
         for table in deleted:
             while await self.database_size() > limit:
-                count = await self._delete_oldest(table, chunk, "true", ())
+                count = await self._delete_chunk(table, RETENTION[table].oldest, (chunk,))
                 deleted[table] += count
                 if count == 0:
                     break
@@ -1953,16 +1949,11 @@ class Store:
                 await db.execute_fetchall("PRAGMA incremental_vacuum")
         return deleted
 
-    async def _delete_oldest(
-        self, table: str, chunk: int, condition: str, parameters: tuple[float, ...]
-    ) -> int:
-        time_column = _TELEMETRY_TIME_COLUMNS[table]
-        key = "rowid" if table == "telemetry_raw" else "series_id, bucket"
+    async def _delete_chunk(self, table: str, rows: str, parameters: tuple[float, ...]) -> int:
+        """Delete the rows `rows` selects (a `Retention` statement) in one transaction."""
         async with self._transaction(durable=False) as db:
             cursor = await db.execute(
-                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table}"
-                f" WHERE {condition} ORDER BY {time_column} LIMIT ?)",
-                (*parameters, chunk),
+                f"DELETE FROM {table} WHERE ({RETENTION[table].key}) IN ({rows})", parameters
             )
             return cursor.rowcount
 

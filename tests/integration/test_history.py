@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.model import JsonValue, Partial, SeriesKind
-from gateway.store.schema import MIGRATIONS, ROLLUPS, rollup_sql
+from gateway.store.schema import MIGRATIONS, RETENTION, ROLLUPS, rollup_sql
 from gateway.store.store import Store
 from tests.integration.test_store import add_device, db_path, ingested, raw, telemetry
 
@@ -153,6 +153,29 @@ async def test_retention_by_age_deletes_oldest_rows_per_table(db_path: Path) -> 
         # The hour rollups still cover the whole range, raw values or not.
         hours = await history_of(store, series_id, kind, start=0, end=7200, granularity=3600)
         assert [(hour.start, hour.count) for hour in hours] == [(0, 120), (3600, 120)]
+
+
+async def test_retention_finds_its_rows_through_indexes(db_path: Path) -> None:
+    async with Store.open(db_path):
+        pass
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+
+        def plan(table: str, rows: str, parameters: tuple[float, ...]) -> list[str]:
+            statement = f"DELETE FROM {table} WHERE ({RETENTION[table].key}) IN ({rows})"
+            return [str(row[3]) for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+
+        # Raw values have no index by time: the old ones of each series are a range of its index.
+        older = plan("telemetry_raw", RETENTION["telemetry_raw"].older, (0.0, 10))
+        assert "SEARCH r USING COVERING INDEX telemetry_raw_by_series (series_id=? AND timestamp<?)" in older
+        assert "SCAN r" not in " ".join(older)
+        assert "SCAN telemetry_raw" in plan("telemetry_raw", RETENTION["telemetry_raw"].oldest, (10,))
+        for table, _ in ROLLUPS:
+            assert f"USING COVERING INDEX {table}_by_bucket (bucket<?)" in " ".join(
+                plan(table, RETENTION[table].older, (0.0, 10))
+            )
+            assert f"USING COVERING INDEX {table}_by_bucket" in " ".join(
+                plan(table, RETENTION[table].oldest, (10,))
+            )
 
 
 async def test_retention_by_size_deletes_the_oldest_raw_values_first(db_path: Path) -> None:
