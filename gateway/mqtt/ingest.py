@@ -35,6 +35,8 @@ BACKOFF_CAP_S = 5.0
 # Cap on remembered (device, reason) pairs so a hostile fleet cannot grow memory through logging.
 MAX_WARNED = 10_000
 PUBLISH_TIMEOUT_S = 5.0
+# Device topics kept parsed (a device uses a few): parsing is a good part of a message's cost.
+MAX_PARSED_TOPICS = 20_000
 
 
 class Ingest:
@@ -68,6 +70,7 @@ class Ingest:
         self.connectivity_listeners: list[Callable[[ConnectivityChange], None]] = []
         self._client: aiomqtt.Client | None = None
         self._devices: dict[ChannelRef, str] = {}
+        self._parsed: dict[str, topics.DeviceTopic] = {}
         self._warned: set[tuple[str, str]] = set()
         self.received = 0
         self.accepted = 0
@@ -142,10 +145,15 @@ class Ingest:
             self._notice(payload)
             return
         self.received += 1
-        parsed = topics.parse(topic)
-        if isinstance(parsed, topics.UnknownTopic):
-            self._drop(parsed.reason, topic[:100], f"unexpected topic {topic[:100]!r}")
-            return
+        parsed = self._parsed.get(topic)
+        if parsed is None:
+            parsed_now = topics.parse(topic)
+            if isinstance(parsed_now, topics.UnknownTopic):
+                self._drop(parsed_now.reason, topic[:100], f"unexpected topic {topic[:100]!r}")
+                return
+            if len(self._parsed) >= MAX_PARSED_TOPICS:
+                self._parsed.clear()  # a fleet's topics come back on their next messages
+            parsed = self._parsed[topic] = parsed_now
         hardware_id = parsed.channel.hardware_id
         device_id = self._devices.get(parsed.channel)
         if device_id is None:

@@ -109,8 +109,8 @@ def _parse_json(payload: bytes) -> object:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return _parse_json_slowly(payload)
-    if isinstance(value, dict) and not any(isinstance(item, dict | list) for item in value.values()):
-        return value  # flat, as telemetry almost always is: nothing nests
+    if payload.count(b"{") + payload.count(b"[") <= MAX_NESTING:
+        return value  # every level opens with one of these: it cannot nest deeper
     if _nesting_exceeds(value, MAX_NESTING):
         return PayloadError("not_json", f"payload nests deeper than {MAX_NESTING} levels")
     return value
