@@ -40,6 +40,12 @@ CONFIG_ENV = "ENAPTER_GATEWAY_CONFIG"
 LOG = logging.getLogger("gateway")
 
 
+# The daemon's SQLite threads give up the GIL around every row they step through and must win it
+# back from the event loop's thread; with Python's default of 5 ms a read of a few dozen rows
+# could wait a switch interval per row while the loop is busy.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enapter-gateway", description="A local, open Enapter Gateway.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -255,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("backup", "restore"):
         return _backup_command(config, config_path, args)
     _configure_logging(args.verbose)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         asyncio.run(runtime.run(config))
     except Exception as error:  # noqa: BLE001 - the one place that turns a crash into an exit code
