@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import aiomqtt
 import paho.mqtt.client as paho_mqtt
@@ -77,9 +77,23 @@ class DeliveringClient(aiomqtt.Client):
     def __init__(self, deliver: Callable[[str, bytes], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deliver = deliver
+        self._failure: Exception | None = None  # what ended the connection in the read path
         reader.check_seam(self)
         # Framing QoS 0 PUBLISH packets here assumes MQTT 3.1/3.1.1 (v5 adds properties).
         self._fast_publish = self._client.protocol in (paho_mqtt.MQTTv31, paho_mqtt.MQTTv311)
+
+    async def __aenter__(self) -> Self:
+        self._failure = None
+        await super().__aenter__()
+        # aiomqtt resets `_disconnected` once connected, forgetting an end of the connection
+        # reported between CONNACK and here. One read can bring CONNACK and that end together, and
+        # the reader handles both at once: report it again, or `messages` would wait forever.
+        if not self._disconnected.done():
+            if self._failure is not None:
+                self._disconnected.set_exception(self._failure)
+            elif self._client.socket() is None:
+                self._disconnected.set_exception(aiomqtt.MqttError("the connection ended as it was made"))
+        return self
 
     def _on_message(self, client: object, userdata: object, message: paho_mqtt.MQTTMessage) -> None:
         self._deliver(message.topic, bytes(message.payload))
@@ -99,9 +113,13 @@ class DeliveringClient(aiomqtt.Client):
         self._loop.call_soon_threadsafe(packets.start)
 
     def _fail(self, exc: Exception) -> None:
-        # What aiomqtt's own reader does with an exception: the connection is over for aiomqtt.
+        # What aiomqtt's own reader does with an exception: the connection is over for aiomqtt
+        # (`messages` ends with MqttError). Unlike aiomqtt, also hang up: nothing reads this socket
+        # any more, and paho's keepalive task would otherwise outlive it.
+        self._failure = exc
         if not self._disconnected.done():
             self._disconnected.set_exception(exc)
+        self._client.disconnect()
 
 
 class BrokerAdminError(Exception):

@@ -70,6 +70,9 @@ def check_seam(client: aiomqtt.Client) -> None:
         for name in ("_msgtime_mutex", "_last_bytes_received"):
             if not hasattr(paho, name):
                 problems.append(f"paho.mqtt.client.Client().{name}")
+        # The hook is only ours if aiomqtt still hands paho this method.
+        if getattr(paho, "on_socket_open", None) != getattr(client, "_on_socket_open", None):
+            problems.append("aiomqtt.Client() setting paho's on_socket_open to its _on_socket_open")
     if problems:
         raise SeamError(
             "the buffered MQTT read path (gateway/mqtt/reader.py) needs internals this "
