@@ -203,10 +203,10 @@ class PacketReader:
             if need and pos + need <= size:
                 end = pos + need
                 budget -= 1
-                if fast and buf[pos] & _PUBLISH_QOS_MASK == _PUBLISH_QOS0:
+                if fast and buf[pos] & _PUBLISH_QOS_MASK == _PUBLISH_QOS0 and body + 2 <= end:
                     # Variable header (§3.3.2): topic length, topic; at QoS 0 no packet id.
                     topic_end = body + 2 + (buf[body] << 8 | buf[body + 1])
-                    if body + 2 <= end and topic_end <= end:
+                    if topic_end <= end:
                         try:
                             topic = str(buf[body + 2 : topic_end], "utf-8")
                         except UnicodeDecodeError:

@@ -412,6 +412,10 @@ async def test_a_read_of_exactly_read_size_then_silence() -> None:
         (publish("s/cut", b"z" * 500)[:300], "end in the middle of a packet"),
         (bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), "a fifth length byte (malformed)"),
         (bytes([0x00, 0x00]), "packet type 0 (reserved)"),
+        (bytes([0x30, 0x00]), "a PUBLISH too short for its topic length"),
+        (bytes([0x30, 0x01, 0x00]), "a PUBLISH with half a topic length"),
+        (bytes([0x30, 0x04, 0x00, 0x05, 0x61, 0x62]), "a PUBLISH whose topic overruns it"),
+        (_packet(0x30, b"\x00\x03s/\xff" + b"x"), "a topic that is not UTF-8 (paho gives up)"),
     ],
 )
 async def test_the_peer_ending_or_misbehaving_ends_messages_with_mqtt_error(tail: bytes, name: str) -> None:
