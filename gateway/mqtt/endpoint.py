@@ -101,7 +101,9 @@ class DeliveringClient(aiomqtt.Client):
     def _on_socket_open(self, client: paho_mqtt.Client, userdata: Any, sock: Any) -> None:
         # Called by paho from the executor thread that connects, before anything is read: paho must
         # read through the new reader from the start, so it is installed before aiomqtt registers
-        # its own reader, which ours then replaces (call_soon_threadsafe keeps the order).
+        # its own reader, which ours then replaces (call_soon_threadsafe keeps the order). Should
+        # aiomqtt's fire in between, its loop_read finds nothing to read (the reader's buffer is
+        # empty) and leaves the socket alone; nothing has been decrypted yet for its pending() loop.
         if client.transport == "websockets":
             super()._on_socket_open(client, userdata, sock)
             return

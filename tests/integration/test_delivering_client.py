@@ -469,40 +469,44 @@ async def test_an_exception_in_deliver_ends_messages_with_mqtt_error(delay: floa
 
 
 async def test_a_flood_leaves_the_event_loop_room() -> None:
-    # ~300 KB of small messages in the socket at once; each costs deliver ~10 us. Handled in one go
-    # that would block the loop for 0.2 s or more; bounded, other tasks run every few ms.
+    # ~200 KB of small messages in the socket at once; each costs deliver ~10 us. Handled in one go
+    # that would block the loop for 0.2 s or more; bounded, other tasks get a turn every few ms.
     count = 20_000
     stream = b"".join(publish("f/x", str(i).encode()) for i in range(count))
 
     async def script(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)  # the client is connected and the ticker runs
         writer.write(stream)
         await writer.drain()
 
-    received = 0
+    delivered: list[float] = []
 
     def deliver(topic: str, payload: bytes) -> None:
-        nonlocal received
-        received += 1
-        until_s = time.perf_counter() + 10e-6
-        while time.perf_counter() < until_s:
+        now = time.perf_counter()
+        delivered.append(now)
+        while time.perf_counter() < now + 10e-6:
             pass
 
-    gaps: list[float] = []
+    ticks: list[float] = []
 
     async def ticker() -> None:
-        last = time.perf_counter()
         while True:
+            ticks.append(time.perf_counter())
             await asyncio.sleep(0)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
 
-    async with scripted_peer(script) as port, DeliveringClient(deliver, "127.0.0.1", port, timeout=5.0):
-        ticking = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        await until(lambda: received >= count, within_s=20)
-        took = time.perf_counter() - started
+    ticking = asyncio.create_task(ticker())
+    try:
+        async with scripted_peer(script) as port, DeliveringClient(deliver, "127.0.0.1", port, timeout=5.0):
+            await until(lambda: len(delivered) >= count, within_s=20)
+    finally:
         ticking.cancel()
         await asyncio.gather(ticking, return_exceptions=True)
+    first, last = delivered[0], delivered[-1]
+    took = last - first
     assert took > 0.15, took  # the flood was long enough to tell
-    assert max(gaps) < took / 3, (max(gaps), took)
+    during = [tick for tick in ticks if first <= tick <= last]
+    # At most two bounded callbacks a turn (a readable event and one continuation): 39 turns or more
+    # at 256 packets a callback; unbounded, a handful. Counting turns rather than timing the longest
+    # gap keeps a busy machine's preemptions out of it.
+    least = max(10, count // (2 * reader.MAX_PACKETS_PER_WAKEUP) * 3 // 4)
+    assert len(during) >= least, (len(during), took)
