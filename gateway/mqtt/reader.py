@@ -21,9 +21,11 @@ The seam into paho/aiomqtt internals (versions pinned: aiomqtt <3, with paho-mqt
   `ssl.SSLWantReadError`/`SSLWantWriteError` to BlockingIOError the way paho expects.
 - paho `Client._msgtime_mutex`, `Client._last_bytes_received` and the module's `time_func`: the
   keepalive bookkeeping paho does per packet it reads, done here per chunk read.
-- aiomqtt `Client._on_socket_open` (extended by DeliveringClient to install this reader),
-  `Client._client` (the paho client), `Client._loop` and `Client._disconnected` (the future
-  aiomqtt's own reader fails with an exception; `client.messages` then ends with MqttError).
+- aiomqtt `Client._on_socket_open` (extended by DeliveringClient to install this reader; aiomqtt must
+  still hand it to paho as `on_socket_open`), `Client._client` (the paho client), `Client._loop`
+  and `Client._disconnected` (the future aiomqtt's own reader fails with an exception;
+  `client.messages` then ends with MqttError; DeliveringClient.__aenter__ also sets it again when
+  aiomqtt's reset after CONNACK dropped it).
 
 `check_seam` verifies all of them and runs when a DeliveringClient is made; a paho or aiomqtt release
 that renames one fails there, loudly, and in tests/unit/test_mqtt_reader.py.
