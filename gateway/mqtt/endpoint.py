@@ -11,13 +11,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import aiomqtt
 import paho.mqtt.client as paho_mqtt
 
 from gateway.model import JsonObject
-from gateway.mqtt import dynsec
+from gateway.mqtt import dynsec, reader
 
 LOG = logging.getLogger("gateway.broker")
 
@@ -62,20 +62,66 @@ class BrokerEndpoint:
 
 
 class DeliveringClient(aiomqtt.Client):
-    """aiomqtt's client, delivering each message from paho's callback instead of its queue.
+    """aiomqtt's client, delivering each message from its read path instead of its queue.
 
     `async for message in client.messages` costs a task and an `asyncio.wait` per message, about
     as much as everything else ingest does with it (perf-baselines.md §2: 100 against 55 us per
-    message). This overrides aiomqtt 2.x's `_on_message` (the paho callback that fills the queue);
-    the version is pinned below 3 in pyproject.toml, and tests/integration covers the override.
+    message). paho's own packet reading is most of the rest, so each connection's socket is read by
+    a `reader.PacketReader`: large reads, QoS 0 PUBLISH packets delivered from the buffer, every
+    other packet through paho as before. This extends aiomqtt 2.x's `_on_socket_open` (to install
+    the reader) and overrides its `_on_message` (the paho callback that fills the queue, still used
+    for messages at QoS 1/2); the version is pinned below 3 in pyproject.toml, `reader.check_seam`
+    lists and checks every internal used, and tests/integration/test_delivering_client.py covers it.
     """
 
     def __init__(self, deliver: Callable[[str, bytes], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deliver = deliver
+        self._failure: Exception | None = None  # what ended the connection in the read path
+        reader.check_seam(self)
+        # Framing QoS 0 PUBLISH packets here assumes MQTT 3.1/3.1.1 (v5 adds properties).
+        self._fast_publish = self._client.protocol in (paho_mqtt.MQTTv31, paho_mqtt.MQTTv311)
+
+    async def __aenter__(self) -> Self:
+        self._failure = None
+        await super().__aenter__()
+        # aiomqtt resets `_disconnected` once connected, forgetting an end of the connection
+        # reported between CONNACK and here. One read can bring CONNACK and that end together, and
+        # the reader handles both at once: report it again, or `messages` would wait forever.
+        if not self._disconnected.done():
+            if self._failure is not None:
+                self._disconnected.set_exception(self._failure)
+            elif self._client.socket() is None:
+                self._disconnected.set_exception(aiomqtt.MqttError("the connection ended as it was made"))
+        return self
 
     def _on_message(self, client: object, userdata: object, message: paho_mqtt.MQTTMessage) -> None:
         self._deliver(message.topic, bytes(message.payload))
+
+    def _on_socket_open(self, client: paho_mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Called by paho from the executor thread that connects, before anything is read: paho must
+        # read through the new reader from the start, so it is installed before aiomqtt registers
+        # its own reader, which ours then replaces (call_soon_threadsafe keeps the order). Should
+        # aiomqtt's fire in between, its loop_read finds nothing to read (the reader's buffer is
+        # empty) and leaves the socket alone; nothing has been decrypted yet for its pending() loop.
+        if client.transport == "websockets":
+            super()._on_socket_open(client, userdata, sock)
+            return
+        packets = reader.PacketReader(
+            client, sock, self._loop, self._deliver, self._fail, fast_publish=self._fast_publish
+        )
+        packets.install()
+        super()._on_socket_open(client, userdata, sock)
+        self._loop.call_soon_threadsafe(packets.start)
+
+    def _fail(self, exc: Exception) -> None:
+        # What aiomqtt's own reader does with an exception: the connection is over for aiomqtt
+        # (`messages` ends with MqttError). Unlike aiomqtt, also hang up: nothing reads this socket
+        # any more, and paho's keepalive task would otherwise outlive it.
+        self._failure = exc
+        if not self._disconnected.done():
+            self._disconnected.set_exception(exc)
+        self._client.disconnect()
 
 
 class BrokerAdminError(Exception):
