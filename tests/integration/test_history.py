@@ -4,8 +4,11 @@ query reads from, and the migrations of the old history table and of schema 5's 
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 import shutil
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,40 @@ async def test_values_keep_their_types(db_path: Path) -> None:
             (point,) = await history_of(store, series_id, kind, start=0, end=120, granularity=1)
             assert point.last == (float(2**70) if name == "big" else expected)
             assert type(point.last) is (float if name == "big" else type(expected))
+
+
+async def test_every_value_and_timestamp_reads_back_exactly(db_path: Path) -> None:
+    # Batches reach SQLite as JSON text (one statement per table): numbers must survive that,
+    # to the last bit, whatever their bit pattern.
+    rng = random.Random(7)
+    floats = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)]
+    floats = [f for f in floats if math.isfinite(f)] + [0.1, -0.0, 5e-324, 1.7976931348623157e308]
+    integers = [2**63 - 1, -(2**63), 0, -1, 2**53 + 1]
+    texts = ["", "é ☃ 𝄞", '{"blob": "x"}', "null", "\\u0000", '\n\t"']
+    values: list[JsonValue] = [*floats, *integers, *texts, ["a", "b"], {"blob": [1]}, [], {}]
+    points: list[tuple[float, dict[str, JsonValue]]] = [
+        (1_700_000_000 + index / 7, {"v": value}) for index, value in enumerate(values)
+    ]
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        await store_values(store, device.id, points)
+        series_id, kind = (await store.series(device.id, ["v"]))["v"]
+        found = await history_of(store, series_id, kind, start=0, end=2e9, granularity=1)
+    assert [(point.last_ts, point.last) for point in found] == [(ts, v["v"]) for ts, v in points]
+    assert [type(point.last) for point in found] == [type(v["v"]) for _, v in points]
+
+
+async def test_rollup_totals_beyond_the_float_range_are_infinite(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store)
+        await store_values(
+            store, device.id, [(60.0, {"up": 1e308, "down": -1e308}), (61.0, {"up": 1e308, "down": -1e308})]
+        )
+        series = await store.series(device.id, ["up", "down"])
+        for name, infinity in (("up", math.inf), ("down", -math.inf)):
+            series_id, kind = series[name]
+            (minute,) = await history_of(store, series_id, kind, start=0, end=120, granularity=60)
+            assert (minute.count, minute.total, minute.high) == (2, infinity, math.copysign(1e308, infinity))
 
 
 async def test_rollups_merge_across_batches_and_late_values(db_path: Path) -> None:
