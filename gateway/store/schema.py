@@ -258,39 +258,12 @@ GROUP BY series_id, bucket
 {ROLLUP_MERGE}"""
 
 
-# Batches write their big row sets with one statement each, all rows in one JSON parameter read
-# through json_each (`r`), instead of executemany: sqlite3 gives up the GIL around every row it
-# steps through and must win it back from the busy event loop's thread, which made a large
-# executemany many times slower under load, while one statement runs without the GIL throughout.
-# Numbers round-trip exactly (SQLite parses the shortest representation orjson writes); a BLOB
-# value is sent as {"blob": <its text>}, which no other stored value can look like.
-
-
-def json_stored_value(index: int) -> str:
-    """SQL: element `index` of the JSON row `r.value` as a stored telemetry value."""
-    return (
-        f"CASE WHEN json_type(r.value, '$[{index}]') = 'object'"
-        f" THEN CAST(r.value ->> '$[{index}].blob' AS BLOB) ELSE r.value ->> {index} END"
-    )
-
-
-RAW_INSERT: Final = (
-    "INSERT INTO telemetry_raw (series_id, timestamp, value)"
-    f" SELECT r.value ->> 0, r.value ->> 1, {json_stored_value(2)} FROM json_each(?) AS r"
-)
-"""Insert raw rows `[series_id, timestamp, value]` given as one JSON array, in its order."""
-
-
 def rollup_upsert_sql(table: str) -> str:
-    """Merge summary rows (`gateway.store.rollup.RollupRow`, given as one JSON array) into a
-    rollup table."""
+    """Merge summary rows (`gateway.store.rollup.RollupRow`, one per parameter set) into a rollup
+    table."""
     return (
         f"INSERT INTO {table} (series_id, bucket, count, num_count, total, low, high, last, last_ts)"
-        # A total beyond the float range comes as the text '1e999' or '-1e999' (JSON has no
-        # infinity); CAST makes it one.
-        " SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, CAST(r.value ->> 4 AS REAL),"
-        f" r.value ->> 5, r.value ->> 6, {json_stored_value(7)}, r.value ->> 8"
-        f" FROM json_each(?) AS r WHERE true {ROLLUP_MERGE}"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {ROLLUP_MERGE}"
     )
 
 

@@ -68,14 +68,7 @@ from gateway.model import (
 )
 from gateway.slugs import slugify
 from gateway.store import rollup
-from gateway.store.schema import (
-    MIGRATIONS,
-    RAW_INSERT,
-    RETENTION,
-    ROLLUPS,
-    TARGET_VERSION,
-    rollup_upsert_sql,
-)
+from gateway.store.schema import MIGRATIONS, RETENTION, ROLLUPS, TARGET_VERSION, rollup_upsert_sql
 from gateway.store.values import SqlValue, from_sql, kind_and_value
 from gateway.timeline import ConnectivityChange, DeviceEvent, EventType, NewEvent, alert_changes, renamed
 
@@ -258,32 +251,6 @@ def _dump(value: JsonValue | Mapping[str, JsonValue]) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _rows_json(rows: Sequence[Sequence[object]]) -> str:
-    """Rows as the one JSON parameter of a statement that reads them with json_each (see
-    `schema.RAW_INSERT`); a BLOB value as {"blob": <its text>} (stored BLOBs are JSON text)."""
-    try:
-        return orjson.dumps(rows, default=_blob_json).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(rows, default=_blob_json, separators=(",", ":"), ensure_ascii=False)
-
-
-def _blob_json(value: object) -> JsonObject:
-    if isinstance(value, bytes):
-        return {"blob": value.decode()}
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-def _json_totals(summaries: list[rollup.RollupRow]) -> Sequence[Sequence[object]]:
-    """`summaries` with a total beyond the float range (values near 1e308) as the text SQLite
-    reads back as that infinity: JSON has none."""
-    if all(math.isfinite(row[4]) for row in summaries):
-        return summaries
-    return [
-        row if math.isfinite(row[4]) else (*row[:4], "1e999" if row[4] > 0 else "-1e999", *row[5:])
-        for row in summaries
-    ]
 
 
 def _load(text: str) -> JsonValue:
@@ -949,20 +916,18 @@ class Store:
         if rows.telemetry:
             changed_series = await self._write_history(db, rows.telemetry)
         if rows.latest:
-            latest = [
-                (device_id, name, _dump(value), ts)
-                for device_id, named in rows.latest.items()
-                for name, (value, ts) in named.items()
-            ]
-            await db.execute(
+            await db.executemany(
                 "INSERT INTO telemetry_latest (device_id, attribute, value_json, timestamp)"
-                " SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3"
-                " FROM json_each(?) AS r WHERE true"
+                " VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (device_id, attribute) DO UPDATE"
                 " SET value_json = excluded.value_json, timestamp = excluded.timestamp"
                 # An older message arriving late must not replace a newer value.
                 " WHERE excluded.timestamp >= telemetry_latest.timestamp",
-                (_rows_json(latest),),
+                [
+                    (device_id, name, _dump(value), ts)
+                    for device_id, latest in rows.latest.items()
+                    for name, (value, ts) in latest.items()
+                ],
             )
         if rows.last_seen:
             await db.executemany(
@@ -1064,14 +1029,16 @@ class Store:
         # then land on the same page of the by-series index, which halves this insert's time
         # once the history outgrows the cache (each series has pages of its own by then).
         raw_rows.sort(key=_SERIES_TIME)
-        await db.execute(RAW_INSERT, (_rows_json(raw_rows),))
+        await db.executemany(
+            "INSERT INTO telemetry_raw (series_id, timestamp, value) VALUES (?, ?, ?)", raw_rows
+        )
         # The finest rollup from the raw values, each coarser one from the one before it.
         (finest, finest_size), *coarser = ROLLUPS
         summaries = rollup.summarize(raw_rows, finest_size)
-        await db.execute(rollup_upsert_sql(finest), (_rows_json(_json_totals(summaries)),))
+        await db.executemany(rollup_upsert_sql(finest), summaries)
         for table, size in coarser:
             summaries = rollup.coarsen(summaries, size)
-            await db.execute(rollup_upsert_sql(table), (_rows_json(_json_totals(summaries)),))
+            await db.executemany(rollup_upsert_sql(table), summaries)
         minute = int(self._clock() // 60)
         await db.execute(
             "INSERT INTO telemetry_received (minute, data_points) VALUES (?, ?)"
