@@ -103,12 +103,21 @@ def _parse_json(payload: bytes) -> object:
     `json`, which says precisely why. So is a payload with a run of 19 digits: orjson would turn an
     integer beyond 64 bits into a float, and the gateway keeps such integers as sent.
     """
-    if _LONG_DIGITS.search(payload):
+    # One object and no array, as telemetry almost always is: an integer beyond 64 bits shows in
+    # what orjson made of it, a float of at least 2**63, so the search below is spared.
+    flat = payload.count(b"{") == 1 and b"[" not in payload
+    if not flat and _LONG_DIGITS.search(payload):
         return _parse_json_slowly(payload)
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return _parse_json_slowly(payload)
+    if flat:
+        if isinstance(value, dict) and any(
+            type(item) is float and not -_INT64_BOUND < item < _INT64_BOUND for item in value.values()
+        ):
+            return _parse_json_slowly(payload)
+        return value
     if payload.count(b"{") + payload.count(b"[") <= MAX_NESTING:
         return value  # every level opens with one of these: it cannot nest deeper
     if _nesting_exceeds(value, MAX_NESTING):
@@ -139,6 +148,8 @@ def _parse_json_slowly(payload: bytes) -> object:
 
 
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# orjson keeps integers in [-2**63, 2**64) exactly and turns larger ones into floats this big.
+_INT64_BOUND = float(2**63)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 

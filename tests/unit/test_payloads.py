@@ -204,6 +204,17 @@ def test_telemetry_keeps_any_json_value() -> None:
 # --- properties ----------------------------------------------------------------------------------
 
 
+def test_integers_beyond_64_bits_are_kept_exactly_in_flat_and_nested_payloads() -> None:
+    flat = b'{"a": 18446744073709551616, "b": -9223372036854775809, "c": 1e19, "d": 18446744073709551615}'
+    result = decode(MessageKind.TELEMETRY, flat, NOW)
+    assert isinstance(result, Telemetry)
+    assert result.values == {"a": 2**64, "b": -(2**63) - 1, "c": 1e19, "d": 2**64 - 1}
+    assert [type(value) for value in result.values.values()] == [int, int, float, int]
+    nested = decode(MessageKind.TELEMETRY, b'{"a": [18446744073709551616], "alerts": []}', NOW)
+    assert isinstance(nested, Telemetry)
+    assert nested.values == {"a": [2**64]}
+
+
 def test_properties_drop_only_the_timestamp() -> None:
     result = decode(
         MessageKind.PROPERTIES,
