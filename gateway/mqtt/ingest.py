@@ -168,6 +168,11 @@ class Ingest:
                 self._drop("rate_limited", hardware_id, f"over {self._flood_guard.rate} messages a second")
                 return
         self._presence.message(hardware_id, now)
+        if not self._store.accepting:
+            # Dropped before decoding: under a flood, decoding what cannot be queued would take
+            # the CPU the writer needs to catch up.
+            self._drop("queue_full", hardware_id, "the store's writer queue is full")
+            return
         decoded = payloads.decode(parsed.kind, payload, now)
         if isinstance(decoded, payloads.PayloadError):
             self._drop(decoded.reason, hardware_id, f"{parsed.kind.value}: {decoded.detail}")

@@ -789,6 +789,11 @@ class Store:
             await self._batch_done.wait()
 
     @property
+    def accepting(self) -> bool:
+        """False while `enqueue` would refuse an item (queue full, or closing); counts nothing."""
+        return not (self._closing or self._queue.full())
+
+    @property
     def queue_depth(self) -> int:
         """Items waiting for the writer."""
         return self._queue.qsize()

@@ -38,3 +38,22 @@ async def test_messages_are_taken_whatever_became_of_the_parsed_topics(
         assert dict(ingest.dropped) == {"unknown_suffix": 1, "unknown_device": 1}
         latest = await store.latest_telemetry_of([device.id for device in devices])
         assert [latest[device.id]["seq"].value for device in devices] == [2, 2, 2]
+
+
+async def test_a_full_writer_queue_drops_messages_before_they_are_decoded(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "gateway.db", queue_size=2) as store:
+        device = await add_device(store, hardware_id="HW0")
+        ingest = Ingest(NOWHERE, store, Presence(90.0), ManifestCatalog())
+        ingest.register([device])
+        topic = "v1/from/HW0/ch/v1/telemetry"
+        # No await in between: the writer cannot take anything, so the third message finds the
+        # queue full; being dropped unread, its broken JSON is never noticed.
+        for payload in (b'{"seq": 1}', b'{"seq": 2}', b"not json", b'{"seq": 4}'):
+            ingest.handle(topic, payload)
+        assert not store.accepting
+        assert dict(ingest.dropped) == {"queue_full": 2}
+        await store.flush()
+        assert store.accepting
+        ingest.handle(topic, b"not json")
+        assert dict(ingest.dropped) == {"queue_full": 2, "not_json": 1}
+        assert (await store.latest_telemetry(device.id))["seq"].value == 2
