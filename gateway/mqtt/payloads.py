@@ -202,11 +202,13 @@ def _decode_telemetry(obj: dict[str, Any], received_at: float) -> Telemetry:
         raise _Reject(
             PayloadError("bad_alerts", f"alerts must be a list of strings or null, got {_preview(alerts)}")
         )
-    # `timestamp` and `alerts` are reserved names, never attributes (§1.3).
-    values = {key: value for key, value in obj.items() if key not in ("timestamp", "alerts")}
+    # `timestamp` and `alerts` are reserved names, never attributes (§1.3). The object was made
+    # for this message alone: what is left of it are the values.
+    obj.pop("timestamp", None)
+    obj.pop("alerts", None)
     return Telemetry(
         timestamp=timestamp,
-        values=values,
+        values=obj,
         alerts=None if alerts is None else tuple(alerts),
     )
 
