@@ -8,10 +8,15 @@ from gateway.api import errors
 from gateway.api.services import SERVICES
 from gateway.model import Device, Site
 
+# The site as read with the caller's token (`auth_middleware`): a request reads it once.
+SITE = web.RequestKey("site", Site)
+
 
 async def own_site(request: web.Request) -> Site:
     """The gateway's site; with a `{site_id}` in the path, 404 unless it names that site."""
-    site = await request.app[SERVICES].store.get_site()
+    site = request.get(SITE)
+    if site is None:
+        site = await request.app[SERVICES].store.get_site()
     if site is None:  # ensure_site runs before the API starts
         raise errors.unavailable("The gateway has no site yet.")
     wanted = request.match_info.get("site_id")

@@ -22,6 +22,7 @@ from gateway.model import (
     DeviceType,
     JsonValue,
     LatestValue,
+    Location,
     LogEntry,
     LogSeverity,
     Properties,
@@ -281,6 +282,22 @@ async def test_tokens_by_hash_and_revocation(db_path: Path) -> None:
     raw(db_path, "UPDATE api_tokens SET revoked_at = 2000 WHERE id = ?", (token.id,))
     async with Store.open(db_path) as store:
         assert await store.token_by_hash("h1") is None
+
+
+async def test_token_and_site_in_one_read_agree_with_the_separate_reads(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 1234.5) as store:
+        assert await store.token_and_site("h1") == (None, None)
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        assert await store.token_and_site("h1") == (token, None)
+        site = await store.ensure_site(name="Home", timezone="UTC")
+        await store.update_site(site.id, name=None, timezone=None, location=Location("Lab", 1.5, None))
+        located = await store.get_site()
+        assert located is not None
+        assert located.location == Location("Lab", 1.5, None)
+        assert await store.token_and_site("h1") == (token, located)
+        assert await store.token_and_site("h2") == (None, located)
+        await store.revoke_token(token.id)
+        assert await store.token_and_site("h1") == (None, located)
 
 
 async def test_tokens_are_listed_and_revoked(db_path: Path) -> None:
