@@ -31,3 +31,11 @@ async def device(request: web.Request, site: Site) -> Device:
     if found is None or found.site_id != site.id:
         raise errors.not_found("Device")
     return found
+
+
+async def device_seen(request: web.Request, site: Site) -> tuple[Device, float | None]:
+    """`device` and when its last message arrived (None if never), in one query."""
+    found = await request.app[SERVICES].store.device_seen(request.match_info["device"])
+    if found is None or found[0].site_id != site.id:
+        raise errors.not_found("Device")
+    return found

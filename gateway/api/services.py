@@ -88,16 +88,27 @@ class Services:
         """Device messages lost from `start` on, as far as the daemon counted them."""
         return self.drop_history.since(start, self.dropped())
 
-    async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
+    async def views(
+        self,
+        devices: Sequence[Device],
+        expand: frozenset[str],
+        role: Role,
+        *,
+        last_seen: Mapping[str, float] | None = None,
+    ) -> list[DeviceView]:
         """Each device with its manifest, properties (those `role` may read), connectivity and
-        raised alerts, as far as `expand` needs."""
+        raised alerts, as far as `expand` needs.
+
+        `last_seen` (device id -> `Store.last_seen`) when the caller read it with the devices.
+        """
         ids = [device.id for device in devices]
         properties = await self.store.properties(ids) if "properties" in expand else {}
         raised = (
             await self.store.raised_alerts(ids) if expand & {"raised_alert_names", "raised_alerts"} else {}
         )
         mismatches = await self.store.mismatches(ids) if "manifest_mismatches" in expand else {}
-        last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
+        if last_seen is None:
+            last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
         blueprints = (
             await self.store.blueprints({device.blueprint_id for device in devices})
             if "manifest" in expand

@@ -417,6 +417,51 @@ async def test_get_device_by_id_or_slug(db_path: Path) -> None:
         assert decoy.slug == device.id
 
 
+async def test_combined_reads_agree_with_the_separate_reads_they_replace(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store, "Solar Inverter")
+        quiet = await add_device(store, "Quiet")
+        # An id wins over another device whose slug happens to equal it, in every read.
+        decoy = await add_device(store, "decoy", slug=device.id)
+        items = [
+            ingested(device, telemetry(10.0, {"power": 1.5, "mode": "auto"}), 101.0),
+            ingested(decoy, telemetry(11.0, {"power": 9.0, "other": 1}), 102.0),
+        ]
+        assert all(store.enqueue(item) for item in items)
+        await store.flush()
+        keys = [device.id, "solar-inverter", quiet.slug, decoy.slug, decoy.id, "decoy", "nope"]
+
+        for key in keys:
+            seen = await store.device_seen(key)
+            found = await store.get_device(key)
+            if found is None:
+                assert seen is None
+            else:
+                assert seen == (found, (await store.last_seen([found.id])).get(found.id))
+        assert await store.device_seen(device.id) == (device, 101.0)
+        assert await store.device_seen(quiet.id) == (quiet, None)
+
+        by_key = await store.devices_by_keys(keys)
+        latest = await store.latest_telemetry_of([d.id for d in by_key.values()])
+        assert await store.latest_by_keys(keys) == {
+            key: (found, latest[found.id]) for key, found in by_key.items()
+        }
+        assert (await store.latest_by_keys([device.id]))[device.id][1] == {
+            "power": LatestValue(1.5, 10.0),
+            "mode": LatestValue("auto", 10.0),
+        }
+        assert await store.latest_by_keys([]) == {}
+
+        wanted = {key: ["power", "other", "missing"] for key in keys} | {decoy.id: ["other"]}
+        expected = {}
+        for key, found in by_key.items():
+            expected[key] = (found, await store.series(found.id, wanted[key]))
+        assert await store.series_by_keys(wanted) == expected
+        assert set(expected[device.id][1]) == {"power"}
+        assert set(expected[decoy.id][1]) == {"other"}
+        assert expected[quiet.slug][1] == {}
+
+
 # --- Credentials ---------------------------------------------------------------------------------
 
 
