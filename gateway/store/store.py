@@ -485,6 +485,11 @@ def _blueprint(row: sqlite3.Row) -> Blueprint:
     )
 
 
+# Enum members by value: a dict lookup takes a tenth of an enum call (a device list page makes 50).
+_DEVICE_TYPES: Final = {member.value: member for member in DeviceType}
+_COMMUNICATION_TYPES: Final = {member.value: member for member in CommunicationType}
+
+
 def _device(row: sqlite3.Row) -> Device:
     communication_type = row["communication_type"]
     return Device(
@@ -492,9 +497,9 @@ def _device(row: sqlite3.Row) -> Device:
         site_id=row["site_id"],
         name=row["name"],
         slug=row["slug"],
-        type=DeviceType(row["type"]),
+        type=_DEVICE_TYPES[row["type"]],
         blueprint_id=row["blueprint_id"],
-        communication_type=(None if communication_type is None else CommunicationType(communication_type)),
+        communication_type=(None if communication_type is None else _COMMUNICATION_TYPES[communication_type]),
         hardware_id=row["hardware_id"],
         channel_id=row["channel_id"],
         upstream_id=row["upstream_id"],
@@ -2841,12 +2846,19 @@ def _find_devices_sql(
         values["connectivity"] = _id_list(sorted(c.value for c in search.connectivity))
     where = " AND ".join(conditions) or "1"
     order = _DEVICE_ORDERS[search.order]
+    # device_state only where a condition or the order reads it: joined for nothing, it cost a
+    # lookup per device counted and per device skipped by the offset (a third of a plain page).
+    state = (
+        ", ds.last_seen_at AS last_seen_at FROM devices AS d"
+        " LEFT JOIN device_state AS ds ON ds.device_id = d.id"
+        if "last_seen_at" in order or "ds." in where
+        else " FROM devices AS d"
+    )
     # One statement, so page and total come from the same snapshot; NOT MATERIALIZED lets
     # each use of `matching` be planned on its own (the page walks the order's index).
     sql = (
         "WITH matching AS NOT MATERIALIZED ("
-        f"  SELECT {_QUALIFIED_DEVICE_COLUMNS}, ds.last_seen_at AS last_seen_at"
-        "   FROM devices AS d LEFT JOIN device_state AS ds ON ds.device_id = d.id"
+        f"  SELECT {_QUALIFIED_DEVICE_COLUMNS}{state}"
         f"  WHERE {where}"
         "), page AS MATERIALIZED ("
         f"  SELECT * FROM matching ORDER BY {order.format(t='')} LIMIT :limit OFFSET :offset"
