@@ -300,6 +300,67 @@ async def test_token_and_site_in_one_read_agree_with_the_separate_reads(db_path:
         assert await store.token_and_site("h1") == (None, located)
 
 
+async def test_point_reads_on_the_loop_see_other_processes_commits_at_once(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 1234.5) as store:
+        site = await store.ensure_site(name="Home", timezone="UTC")
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        device = await add_device(store, "Meter")
+        assert await store.token_and_site("h1") == (token, site)
+        assert await store.device_seen(device.slug) == (device, None)
+        # What the CLI does from another process: the very next read must see it (no caching).
+        raw(db_path, "UPDATE api_tokens SET revoked_at = 2000 WHERE id = ?", (token.id,))
+        raw(db_path, "UPDATE devices SET slug = 'renamed' WHERE id = ?", (device.id,))
+        raw(db_path, "INSERT INTO device_state (device_id, last_seen_at) VALUES (?, 99.0)", (device.id,))
+        assert await store.token_and_site("h1") == (None, site)
+        assert await store.device_seen(device.slug) is None
+        moved = await store.device_seen("renamed")
+        assert moved is not None
+        assert (moved[0].slug, moved[1]) == ("renamed", 99.0)
+        # The point reads hold no read transaction open: a checkpoint can take the whole WAL.
+        busy, _, _ = raw(db_path, "PRAGMA wal_checkpoint(TRUNCATE)")[0]
+        assert busy == 0
+
+
+class _BusyConnection:
+    """Stands for the inline connection while SQLite reports the database busy (as during WAL
+    recovery after a crash), which two connections of one test cannot bring about."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.calls = 0
+
+    def execute(self, sql: str, parameters: object = ()) -> sqlite3.Cursor:
+        self.calls += 1
+        error = sqlite3.OperationalError("database is locked" if self.code != 1 else "boom")
+        error.sqlite_errorcode = self.code
+        raise error
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_busy_database_sends_point_reads_to_the_reader_thread(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        await store.token_and_site("h1")  # opens the inline connection
+        inline = store._inline
+        assert inline is not None
+        for code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_BUSY | (2 << 8)):
+            busy = _BusyConnection(code)
+            store._inline = busy  # type: ignore[assignment]
+            assert await store.token_and_site("h1") == (token, None)
+            assert busy.calls == 1
+        # Any other error is not retried.
+        store._inline = _BusyConnection(1)  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="boom"):
+            await store.token_and_site("h1")
+        store._inline = inline
+    # Closed with the store.
+    assert store._inline is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        inline.execute("SELECT 1")
+
+
 async def test_tokens_are_listed_and_revoked(db_path: Path) -> None:
     now = [100.0]
     async with Store.open(db_path, clock=lambda: now[0]) as store:
