@@ -9,8 +9,14 @@ Two aiosqlite connections to one WAL database (see DESIGN.md "Storage", broker-s
   serialised with the batches by a lock;
 - the *reader* serves every query, side by side with the writer thanks to WAL.
 
-Both connections use `isolation_level=None` (no implicit transactions from Python's sqlite3) and
-explicit `BEGIN IMMEDIATE ... COMMIT`. The schema lives in `gateway.store.schema`.
+The API's point reads (a token and the site, a device, a few devices' latest values or series) run
+on a third, plain sqlite3 connection on the event loop's own thread (`Store._fetch_inline`): a
+round trip to the reader's thread costs more CPU than they do, and they do not wait in its queue
+behind device pages and history reads.
+
+All connections use `isolation_level=None` (no implicit transactions from Python's sqlite3); the
+writer's transactions are explicit `BEGIN IMMEDIATE ... COMMIT`. The schema lives in
+`gateway.store.schema`.
 """
 
 from __future__ import annotations
