@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.api import errors
+from gateway.api import errors, lookup
 from gateway.api.ratelimit import Decision, WindowLimiter
 from gateway.api.render import Handler
 from gateway.api.services import SERVICES
@@ -73,7 +73,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if minimum is None:
             return await handler(request)
         raise errors.missing_token()
-    record = await request.app[SERVICES].store.token_by_hash(hash_token(token))
+    # The site comes with the token (one round trip): nearly every handler needs it next.
+    record, site = await request.app[SERVICES].store.token_and_site(hash_token(token))
+    if site is not None:
+        request[lookup.SITE] = site
     if record is None:
         request[RATE] = access.failures.hit(address, now)
         raise errors.invalid_token()

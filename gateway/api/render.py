@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import http_exceptions, web
 
 from gateway.api import errors
@@ -32,13 +33,22 @@ SERVER_LOG.addFilter(_ClientFaults())
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def json_body(body: object) -> bytes:
+    """Compact JSON, keys in the order given, non-ASCII characters as UTF-8.
+
+    orjson, several times quicker than `json` (a device list page is 50 objects). What it refuses,
+    `json` writes or refuses with its own error: integers beyond 64 bits, lone surrogates (escaped),
+    keys that are not strings.
+    """
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
 def json_response(body: object, status: int = 200) -> web.Response:
     """JSON with `Content-Type: application/json` exactly (Grafana rejects a charset suffix)."""
-    return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        status=status,
-        content_type="application/json",
-    )
+    return web.Response(body=json_body(body), status=status, content_type="application/json")
 
 
 @web.middleware

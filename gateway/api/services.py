@@ -88,16 +88,27 @@ class Services:
         """Device messages lost from `start` on, as far as the daemon counted them."""
         return self.drop_history.since(start, self.dropped())
 
-    async def views(self, devices: Sequence[Device], expand: frozenset[str], role: Role) -> list[DeviceView]:
+    async def views(
+        self,
+        devices: Sequence[Device],
+        expand: frozenset[str],
+        role: Role,
+        *,
+        last_seen: Mapping[str, float] | None = None,
+    ) -> list[DeviceView]:
         """Each device with its manifest, properties (those `role` may read), connectivity and
-        raised alerts, as far as `expand` needs."""
+        raised alerts, as far as `expand` needs.
+
+        `last_seen` (device id -> `Store.last_seen`) when the caller read it with the devices.
+        """
         ids = [device.id for device in devices]
         properties = await self.store.properties(ids) if "properties" in expand else {}
         raised = (
             await self.store.raised_alerts(ids) if expand & {"raised_alert_names", "raised_alerts"} else {}
         )
         mismatches = await self.store.mismatches(ids) if "manifest_mismatches" in expand else {}
-        last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
+        if last_seen is None:
+            last_seen = await self.store.last_seen(ids) if "connectivity" in expand else {}
         blueprints = (
             await self.store.blueprints({device.blueprint_id for device in devices})
             if "manifest" in expand
@@ -107,22 +118,34 @@ class Services:
         fields = await self.store.metadata_fields() if "metadata" in expand else {}
         own_metadata = await self.store.device_metadata(ids) if "metadata" in expand else {}
         now = self.clock()
+        # What `expand` does not ask for stays empty: no call per device for it (a page is 50).
+        with_properties = "properties" in expand
+        with_alerts = "raised_alerts" in expand
+        with_metadata = "metadata" in expand
         views: list[DeviceView] = []
         for device in devices:
-            manifest = self.manifests.of(device.id)
-            blueprint = blueprints.get(device.blueprint_id)
+            device_id = device.id
+            manifest = self.manifests.of(device_id)
+            blueprint = blueprints.get(device.blueprint_id) if blueprints else None
+            names = raised.get(device_id, [])
             views.append(
                 DeviceView(
                     device=device,
-                    properties=readable(manifest, "properties", properties.get(device.id, {}), role),
-                    connectivity=self._connectivity(device, now, seen_before=device.id in last_seen),
-                    raised_alert_names=raised.get(device.id, []),
+                    properties=(
+                        readable(manifest, "properties", properties.get(device_id, {}), role)
+                        if with_properties
+                        else {}
+                    ),
+                    connectivity=self._connectivity(device, now, seen_before=device_id in last_seen),
+                    raised_alert_names=names,
                     manifest=None if blueprint is None else blueprint.manifest,
                     implemented_profiles=() if manifest is None else manifest.implements,
-                    alert_details=alert_details(manifest, raised.get(device.id, [])),
-                    mismatches=mismatches.get(device.id, []),
-                    tags=tags.get(device.id, []),
-                    metadata=effective_values(fields, own_metadata.get(device.id, {})),
+                    alert_details=alert_details(manifest, names) if with_alerts else [],
+                    mismatches=mismatches.get(device_id, []),
+                    tags=tags.get(device_id, []),
+                    metadata=(
+                        effective_values(fields, own_metadata.get(device_id, {})) if with_metadata else {}
+                    ),
                 )
             )
         return views

@@ -15,12 +15,13 @@ import enum
 import json
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.api.errors import ApiError
 from gateway.api.params import MAX_DURATION_S, duration, moment
-from gateway.model import JsonValue, Partial, SeriesKind
+from gateway.model import JsonValue, SeriesKind
 
 MAX_SELECTORS = 100
 MAX_COLUMNS = 500
@@ -314,6 +315,25 @@ def _bucket(time: float, granularity: int) -> int:
 # --- aggregation ---------------------------------------------------------------------------------------
 
 
+class PartialValues(Protocol):
+    """What aggregation reads of a `model.Partial`: one, or the store's tuple of the same fields."""
+
+    @property
+    def start(self) -> float: ...
+    @property
+    def num_count(self) -> int: ...
+    @property
+    def total(self) -> float: ...
+    @property
+    def low(self) -> float | None: ...
+    @property
+    def high(self) -> float | None: ...
+    @property
+    def last(self) -> JsonValue: ...
+    @property
+    def last_ts(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """One aggregated column: bucket start (unix seconds) -> value, only for buckets that have one."""
@@ -343,7 +363,7 @@ _AUTO: dict[SeriesKind, Aggregation] = {
 
 
 def aggregate(
-    request: ColumnRequest, kind: SeriesKind | None, partials: Sequence[Partial], query: TimeseriesQuery
+    request: ColumnRequest, kind: SeriesKind | None, partials: Sequence[PartialValues], query: TimeseriesQuery
 ) -> Column:
     """One column: `partials` of one series merged into the query's buckets, then gap-filled.
 
@@ -360,22 +380,43 @@ def aggregate(
             f"telemetry[{request.selector_index}].aggregation",
             f"{method} does not apply to {kind} attribute {request.attribute}",
         )
-    granularity = query.granularity
-    in_bucket: dict[int, list[Partial]] = {}
-    seed: Partial | None = None
+    granularity, start, end = query.granularity, query.start, query.end
+    in_bucket: dict[int, list[PartialValues]] = {}
+    seed: PartialValues | None = None
+    # This loop and the next run for every stored value or rollup bucket: kept to plain steps.
     for partial in partials:
-        if partial.start >= query.end:
+        at = partial.start
+        if at >= end:
             continue
-        if partial.start < query.start:
+        if at < start:
             if seed is None or partial.last_ts >= seed.last_ts:
                 seed = partial
             continue
-        in_bucket.setdefault(_bucket(partial.start, granularity), []).append(partial)
+        bucket = int(at // granularity) * granularity  # _bucket
+        members = in_bucket.get(bucket)
+        if members is None:
+            in_bucket[bucket] = [partial]
+        else:
+            members.append(partial)
     values: dict[int, JsonValue] = {}
-    for bucket in sorted(in_bucket):
-        value = _reduce(method, in_bucket[bucket])
-        if _fits(method, kind, value):
-            values[bucket] = value
+    if method is Aggregation.AVG:
+        for bucket in sorted(in_bucket):
+            members = in_bucket[bucket]
+            if len(members) == 1:
+                # What _reduce computes for one partial (`0 +` as sum() starts); a quotient is
+                # always a float, which _fits takes.
+                count = members[0].num_count
+                if count:
+                    values[bucket] = (0 + members[0].total) / count
+                continue
+            value = _reduce(method, members)
+            if value is not None:
+                values[bucket] = value
+    else:
+        for bucket in sorted(in_bucket):
+            value = _reduce(method, in_bucket[bucket])
+            if _fits(method, kind, value):
+                values[bucket] = value
     gap_filling = request.gap_filling
     if gap_filling.method is GapFillingMethod.LOCF:
         # The newest look-back partial seeds the start with its newest raw value, seen at `last_ts`.
@@ -386,7 +427,7 @@ def aggregate(
     return Column(request=request, data_type=data_type, values=typed)
 
 
-def _reduce(method: Aggregation, partials: Sequence[Partial]) -> JsonValue:
+def _reduce(method: Aggregation, partials: Sequence[PartialValues]) -> JsonValue:
     """The value of one bucket from its partials; None when there is nothing to aggregate."""
     if method is Aggregation.LAST:
         newest = partials[0]
@@ -464,7 +505,10 @@ def _typed(
 ) -> tuple[DataType, dict[int, JsonValue]]:
     """The column's data type, and its values in that type."""
     if method is Aggregation.AVG:
-        return DataType.FLOAT, {bucket: _number(value) for bucket, value in values.items()}
+        # Quotients are floats already; only a value carried forward by locf may not be.
+        return DataType.FLOAT, {
+            bucket: value if type(value) is float else _number(value) for bucket, value in values.items()
+        }
     if method is Aggregation.BOOL_OR:
         return DataType.BOOLEAN, dict(values)
     if method in (Aggregation.MIN, Aggregation.MAX):
@@ -509,14 +553,22 @@ def render_csv(columns: Sequence[Column]) -> tuple[list[str], str]:
     """
     header = ["ts", *(f"device={c.request.device} telemetry={c.request.attribute}" for c in columns)]
     buckets = sorted({bucket for column in columns for bucket in column.values})
-    lines = [_csv_line(header)]
+    lines = [",".join(_quoted(cell) for cell in header)]
+    cells_of = [column.values.get for column in columns]
+    # This loop runs for every cell: floats (the usual kind) are written without a call.
     for bucket in buckets:
-        lines.append(_csv_line([str(bucket), *(_cell(column.values.get(bucket)) for column in columns)]))
-    return [column.data_type.value for column in columns], "".join(line + "\n" for line in lines)
+        row = [str(bucket)]
+        for cell_of in cells_of:
+            value = cell_of(bucket)
+            row.append(repr(value) if type(value) is float else _cell(value))
+        lines.append(",".join(row))
+    lines.append("")
+    return [column.data_type.value for column in columns], "\n".join(lines)
 
 
 def _cell(value: JsonValue) -> str:
-    """One CSV cell: empty for null, `true`/`false`, numbers as Python prints them, arrays as JSON."""
+    """One CSV cell: empty for null, `true`/`false`, numbers as Python prints them, arrays as JSON;
+    text quoted where it must be (`_quoted`)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -526,14 +578,14 @@ def _cell(value: JsonValue) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return value
-    return _json_text(value)
+        return _quoted(value)
+    return _quoted(_json_text(value))
 
 
-def _csv_line(cells: Iterable[str]) -> str:
+def _quoted(cell: str) -> str:
     """RFC 4180 quoting, by hand: Python 3.11's `csv` module with a `\\n` line terminator leaves a
-    field holding a bare `\\r` unquoted, which every reader then takes for a line break."""
-    return ",".join(
-        f'"{cell.replace(chr(34), chr(34) * 2)}"' if any(c in cell for c in ',"\r\n') else cell
-        for cell in cells
-    )
+    field holding a bare `\\r` unquoted, which every reader then takes for a line break. (Numbers
+    and booleans never need it.)"""
+    if "," in cell or '"' in cell or "\r" in cell or "\n" in cell:
+        return f'"{cell.replace(chr(34), chr(34) * 2)}"'
+    return cell

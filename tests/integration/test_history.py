@@ -34,9 +34,9 @@ async def store_values(
 async def history_of(
     store: Store, series_id: int, kind: SeriesKind, *, start: float, end: float, granularity: int
 ) -> list[Partial]:
-    """One series' history."""
+    """One series' history, as `Partial`s (the store gives tuples of the same fields in order)."""
     found = await store.history({series_id: kind}, start=start, end=end, granularity=granularity)
-    return found[series_id]
+    return [Partial(*value) for value in found[series_id]]
 
 
 async def test_values_keep_their_types(db_path: Path) -> None:

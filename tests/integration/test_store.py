@@ -22,6 +22,7 @@ from gateway.model import (
     DeviceType,
     JsonValue,
     LatestValue,
+    Location,
     LogEntry,
     LogSeverity,
     Properties,
@@ -283,6 +284,83 @@ async def test_tokens_by_hash_and_revocation(db_path: Path) -> None:
         assert await store.token_by_hash("h1") is None
 
 
+async def test_token_and_site_in_one_read_agree_with_the_separate_reads(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 1234.5) as store:
+        assert await store.token_and_site("h1") == (None, None)
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        assert await store.token_and_site("h1") == (token, None)
+        site = await store.ensure_site(name="Home", timezone="UTC")
+        await store.update_site(site.id, name=None, timezone=None, location=Location("Lab", 1.5, None))
+        located = await store.get_site()
+        assert located is not None
+        assert located.location == Location("Lab", 1.5, None)
+        assert await store.token_and_site("h1") == (token, located)
+        assert await store.token_and_site("h2") == (None, located)
+        await store.revoke_token(token.id)
+        assert await store.token_and_site("h1") == (None, located)
+
+
+async def test_point_reads_on_the_loop_see_other_processes_commits_at_once(db_path: Path) -> None:
+    async with Store.open(db_path, clock=lambda: 1234.5) as store:
+        site = await store.ensure_site(name="Home", timezone="UTC")
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        device = await add_device(store, "Meter")
+        assert await store.token_and_site("h1") == (token, site)
+        assert await store.device_seen(device.slug) == (device, None)
+        # What the CLI does from another process: the very next read must see it (no caching).
+        raw(db_path, "UPDATE api_tokens SET revoked_at = 2000 WHERE id = ?", (token.id,))
+        raw(db_path, "UPDATE devices SET slug = 'renamed' WHERE id = ?", (device.id,))
+        raw(db_path, "INSERT INTO device_state (device_id, last_seen_at) VALUES (?, 99.0)", (device.id,))
+        assert await store.token_and_site("h1") == (None, site)
+        assert await store.device_seen(device.slug) is None
+        moved = await store.device_seen("renamed")
+        assert moved is not None
+        assert (moved[0].slug, moved[1]) == ("renamed", 99.0)
+        # The point reads hold no read transaction open: a checkpoint can take the whole WAL.
+        busy, _, _ = raw(db_path, "PRAGMA wal_checkpoint(TRUNCATE)")[0]
+        assert busy == 0
+
+
+class _BusyConnection:
+    """Stands for the inline connection while SQLite reports the database busy (as during WAL
+    recovery after a crash), which two connections of one test cannot bring about."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.calls = 0
+
+    def execute(self, sql: str, parameters: object = ()) -> sqlite3.Cursor:
+        self.calls += 1
+        error = sqlite3.OperationalError("database is locked" if self.code != 1 else "boom")
+        error.sqlite_errorcode = self.code
+        raise error
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_busy_database_sends_point_reads_to_the_reader_thread(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        token = await store.create_token(name="cli", role=Role.OWNER, token_hash="h1")
+        await store.token_and_site("h1")  # opens the inline connection
+        inline = store._inline
+        assert inline is not None
+        for code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_BUSY | (2 << 8)):
+            busy = _BusyConnection(code)
+            store._inline = busy  # type: ignore[assignment]
+            assert await store.token_and_site("h1") == (token, None)
+            assert busy.calls == 1
+        # Any other error is not retried.
+        store._inline = _BusyConnection(1)  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="boom"):
+            await store.token_and_site("h1")
+        store._inline = inline
+    # Closed with the store.
+    assert store._inline is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        inline.execute("SELECT 1")
+
+
 async def test_tokens_are_listed_and_revoked(db_path: Path) -> None:
     now = [100.0]
     async with Store.open(db_path, clock=lambda: now[0]) as store:
@@ -398,6 +476,51 @@ async def test_get_device_by_id_or_slug(db_path: Path) -> None:
         assert await store.get_device(device.id) == device
         assert await store.get_device("decoy") is None
         assert decoy.slug == device.id
+
+
+async def test_combined_reads_agree_with_the_separate_reads_they_replace(db_path: Path) -> None:
+    async with Store.open(db_path) as store:
+        device = await add_device(store, "Solar Inverter")
+        quiet = await add_device(store, "Quiet")
+        # An id wins over another device whose slug happens to equal it, in every read.
+        decoy = await add_device(store, "decoy", slug=device.id)
+        items = [
+            ingested(device, telemetry(10.0, {"power": 1.5, "mode": "auto"}), 101.0),
+            ingested(decoy, telemetry(11.0, {"power": 9.0, "other": 1}), 102.0),
+        ]
+        assert all(store.enqueue(item) for item in items)
+        await store.flush()
+        keys = [device.id, "solar-inverter", quiet.slug, decoy.slug, decoy.id, "decoy", "nope"]
+
+        for key in keys:
+            seen = await store.device_seen(key)
+            found = await store.get_device(key)
+            if found is None:
+                assert seen is None
+            else:
+                assert seen == (found, (await store.last_seen([found.id])).get(found.id))
+        assert await store.device_seen(device.id) == (device, 101.0)
+        assert await store.device_seen(quiet.id) == (quiet, None)
+
+        by_key = await store.devices_by_keys(keys)
+        latest = await store.latest_telemetry_of([d.id for d in by_key.values()])
+        assert await store.latest_by_keys(keys) == {
+            key: (found, latest[found.id]) for key, found in by_key.items()
+        }
+        assert (await store.latest_by_keys([device.id]))[device.id][1] == {
+            "power": LatestValue(1.5, 10.0),
+            "mode": LatestValue("auto", 10.0),
+        }
+        assert await store.latest_by_keys([]) == {}
+
+        wanted = {key: ["power", "other", "missing"] for key in keys} | {decoy.id: ["other"]}
+        expected = {}
+        for key, found in by_key.items():
+            expected[key] = (found, await store.series(found.id, wanted[key]))
+        assert await store.series_by_keys(wanted) == expected
+        assert set(expected[device.id][1]) == {"power"}
+        assert set(expected[decoy.id][1]) == {"other"}
+        assert expected[quiet.slug][1] == {}
 
 
 # --- Credentials ---------------------------------------------------------------------------------

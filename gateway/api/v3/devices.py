@@ -4,6 +4,7 @@ configuration (`enapter-http-api.md` §5)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -40,15 +41,22 @@ async def get_device(request: web.Request) -> web.Response:
     """GET /v3/devices/{device} (an id or a slug)."""
     expand = params.expand(request.query, params.DEVICE_EXPANDS)
     site = await lookup.own_site(request)
-    device = await lookup.device(request, site)
-    return await device_response(request, device, site, expand)
+    device, seen = await lookup.device_seen(request, site)
+    return await device_response(
+        request, device, site, expand, last_seen={} if seen is None else {device.id: seen}
+    )
 
 
 async def device_response(
-    request: web.Request, device: Device, site: Site, expand: frozenset[str] = frozenset()
+    request: web.Request,
+    device: Device,
+    site: Site,
+    expand: frozenset[str] = frozenset(),
+    *,
+    last_seen: Mapping[str, float] | None = None,
 ) -> web.Response:
-    """`{"device": ...}` as the caller's role sees it."""
-    (view,) = await request.app[SERVICES].views([device], expand, request[ROLE])
+    """`{"device": ...}` as the caller's role sees it (`last_seen`: see `Services.views`)."""
+    (view,) = await request.app[SERVICES].views([device], expand, request[ROLE], last_seen=last_seen)
     return json_response({"device": dto.device(view, role=request[ROLE], expand=expand, site_record=site)})
 
 

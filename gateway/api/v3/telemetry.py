@@ -90,13 +90,15 @@ async def v1_now(request: web.Request) -> web.Response:
 async def _latest_of(
     request: web.Request, keys: Collection[str], site_id: str
 ) -> tuple[dict[str, Device], dict[str, dict[str, LatestValue]]]:
-    """The site's devices named by `keys` (ids or slugs) and their latest values, in two queries
+    """The site's devices named by `keys` (ids or slugs) and their latest values, in one query
     whatever the number of devices."""
-    devices = await _site_devices(request, keys, site_id)
-    store = request.app[SERVICES].store
-    values = await store.latest_telemetry_of({device.id for device in devices.values()})
-    for device in devices.values():
-        values[device.id] = readable_telemetry(request, device, values.get(device.id, {}))
+    found = await request.app[SERVICES].store.latest_by_keys(keys)
+    devices: dict[str, Device] = {}
+    values: dict[str, dict[str, LatestValue]] = {}
+    for key, (device, latest) in found.items():
+        if device.site_id == site_id:
+            devices[key] = device
+            values[device.id] = readable_telemetry(request, device, latest)
     return devices, values
 
 
@@ -104,12 +106,6 @@ def readable_telemetry(request: web.Request, device: Device, values: Mapping[str
     """The attributes the caller's role may read: the others are answered as if they did not exist."""
     manifest = request.app[SERVICES].manifests.of(device.id)
     return readable(manifest, "telemetry", values, request[ROLE])
-
-
-async def _site_devices(request: web.Request, keys: Collection[str], site_id: str) -> dict[str, Device]:
-    """The site's devices named by `keys` (ids or slugs), in one query: key -> device."""
-    found = await request.app[SERVICES].store.devices_by_keys(keys)
-    return {key: device for key, device in found.items() if device.site_id == site_id}
 
 
 async def query_timeseries(request: web.Request) -> web.Response:
@@ -131,11 +127,15 @@ async def query_timeseries(request: web.Request) -> web.Response:
     )
     site = await lookup.own_site(request)
     store = request.app[SERVICES].store
-    devices = await _site_devices(request, {column.device for column in query.columns}, site.id)
-    known: dict[str, dict[str, tuple[int, SeriesKind]]] = {}
-    for key, device in devices.items():
-        wanted = [column.attribute for column in query.columns if column.device == key]
-        known[key] = readable_telemetry(request, device, await store.series(device.id, wanted))
+    wanted: dict[str, list[str]] = {}
+    for column in query.columns:
+        wanted.setdefault(column.device, []).append(column.attribute)
+    # The devices and their series in one query, whatever the number of devices.
+    known: dict[str, dict[str, tuple[int, SeriesKind]]] = {
+        key: readable_telemetry(request, device, series)
+        for key, (device, series) in (await store.series_by_keys(wanted)).items()
+        if device.site_id == site.id
+    }
     series = {ids for per_device in known.values() for ids in per_device.values()}
     if not series:
         raise errors.ApiError(
