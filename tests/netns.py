@@ -10,12 +10,17 @@ removed on exit.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tests.gateway_process import REPO
 
 GATEWAY_ADDRESS = "192.0.2.1"
 CLIENT_ADDRESS = "192.0.2.2"
@@ -49,6 +54,20 @@ class Lan:
     def on_client(self, argv: Sequence[str]) -> list[str]:
         """`argv` run inside the client's namespace."""
         return ["ip", "netns", "exec", self.client_ns, *argv]
+
+    def client_side(self, *args: str, timeout: float = 60.0) -> Any:
+        """`tests.peers.lan_host` run on the client's side of the LAN; its JSON output."""
+        result = subprocess.run(
+            self.on_client([sys.executable, "-m", "tests.peers.lan_host", *args]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
 
 
 @contextlib.contextmanager

@@ -46,21 +46,6 @@ GOODBYE_WITHIN_S = 5.0
 SECOND_ADDRESS = "192.0.2.3"
 
 
-def client_side(net: netns.Lan, *args: str, timeout: float = 60.0) -> Any:
-    """`tests.peers.lan_host` run on the client's side of the LAN; its JSON output."""
-    result = subprocess.run(
-        net.on_client([sys.executable, "-m", "tests.peers.lan_host", *args]),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def lan_config(tls_port: int) -> dict[str, dict[str, object]]:
     """Everything on the LAN side, mDNS on with its defaults, configs naming the broker by mDNS."""
     return {
@@ -90,17 +75,17 @@ def test_sdk_resolver_and_zeroconf_browser_find_the_gateway(
     lan_gateway: tuple[netns.Lan, GatewayProcess],
 ) -> None:
     net, gateway = lan_gateway
-    resolved = client_side(net, "resolve", HOSTNAME, str(RESOLVE_WITHIN_S))
+    resolved = net.client_side("resolve", HOSTNAME, str(RESOLVE_WITHIN_S))
     # The dnspython that rejects zeroconf's NSEC-carrying answer, so this is the real test.
     assert tuple(resolved["dnspython"]) >= (2, 9, 1)
     assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
 
     token = gateway.create_token("READONLY")
-    own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
+    own = net.client_side("request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
     assert own["status"] == 200
     gateway_id = own["body"]["device"]["id"]
 
-    found = client_side(net, "browse", *SERVICES, "15")
+    found = net.client_side("browse", *SERVICES, "15")
     assert set(found) == set(SERVICES), found
     ports = {
         "_enapter-gw-http._tcp.local.": gateway.api_port,
@@ -122,13 +107,12 @@ def test_sdk_device_with_the_gateway_name_as_broker_reports_telemetry(
 ) -> None:
     net, gateway = lan_gateway
     token = gateway.create_token("INSTALLER")
-    created = client_side(
-        net, "request", "POST", api_url(gateway, "/v3/provisioning/standalone"), token, '{"name": "By Name"}'
+    created = net.client_side(
+        "request", "POST", api_url(gateway, "/v3/provisioning/standalone"), token, '{"name": "By Name"}'
     )
     assert created["status"] == 200, created
     device_id = created["body"]["device_id"]
-    generated = client_side(
-        net,
+    generated = net.client_side(
         "request",
         "POST",
         api_url(gateway, f"/v3/devices/{device_id}/generate_config"),
@@ -146,7 +130,7 @@ def test_sdk_device_with_the_gateway_name_as_broker_reports_telemetry(
         value: dict[str, object] = {}
         while time.monotonic() < deadline and "timestamp" not in value:
             time.sleep(1.0)
-            value = client_side(net, "request", "GET", latest_url, token)["body"]["telemetry"][device_id][
+            value = net.client_side("request", "GET", latest_url, token)["body"]["telemetry"][device_id][
                 "counter"
             ]
         assert "timestamp" in value, value
@@ -189,9 +173,9 @@ def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Pat
         running_gateway(tmp_path, lan_config(0), wrapper=net.on_gateway([])) as gateway,
     ):
         token = gateway.create_token("READONLY")
-        own = client_side(net, "request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
+        own = net.client_side("request", "GET", api_url(gateway, "/v3/devices/gateway"), token)
         alias = f"enapter-gateway-{own['body']['device']['id'].replace('-', '')[:6]}.local"
-        resolved = client_side(net, "resolve", alias, str(RESOLVE_WITHIN_S))
+        resolved = net.client_side("resolve", alias, str(RESOLVE_WITHIN_S))
         assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
         log = gateway.log()
         assert f"enapter-gateway.local is already taken by {netns.CLIENT_ADDRESS}" in log
@@ -201,7 +185,7 @@ def test_a_rival_holding_the_name_makes_the_gateway_take_its_alias(tmp_path: Pat
         assert status["mdns"]["alias_in_use"] is True
         # The gateway no longer answers for the name it gave up. (The rival, plain
         # python-zeroconf, answers in a form this dnspython drops, so nothing resolves.)
-        held_name = client_side(net, "resolve", HOSTNAME, "6")
+        held_name = net.client_side("resolve", HOSTNAME, "6")
         assert held_name["address"] != netns.GATEWAY_ADDRESS, held_name
 
 
@@ -279,11 +263,11 @@ def test_mdns_trouble_is_logged_and_retried_while_the_gateway_serves(tmp_path: P
             time.sleep(0.2)
         assert "mDNS: cannot advertise" in gateway.log()
         token = gateway.create_token("READONLY")
-        site = client_side(net, "request", "GET", api_url(gateway, "/v3/site"), token)
+        site = net.client_side("request", "GET", api_url(gateway, "/v3/site"), token)
         assert site["status"] == 200  # the API serves all the same
         release(blocker)  # frees the port
         # The first retry comes 10 s after the failure.
-        resolved = client_side(net, "resolve", HOSTNAME, "30")
+        resolved = net.client_side("resolve", HOSTNAME, "30")
         assert resolved["address"] == netns.GATEWAY_ADDRESS, resolved
 
 

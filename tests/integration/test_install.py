@@ -8,7 +8,7 @@ and what uninstall.sh removes and keeps, with and without --purge.
 It needs root (the files belong to root and to the service's user; CI runs as root) and python3
 with venv; pip installs the package's dependencies into the new venv (from the pip cache or the
 registry), so the module takes some 30 s. What needs systemd as PID 1 (start, READY, the watchdog,
-reboots, port 80 through the capability) is checked by hand; the README lists it.
+reboots, port 80 through the capability) is tests/e2e/test_systemd_service.py's.
 """
 
 from __future__ import annotations
