@@ -51,6 +51,15 @@ def free_port() -> int:
             return port
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port` right now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def gateway_command(*args: str) -> list[str]:
     """argv for the gateway CLI, run from this interpreter (as the console script would)."""
     return [sys.executable, "-m", "gateway", *args]

@@ -29,6 +29,7 @@ from tests.gateway_process import (
     ProvisionedDevice,
     eventually,
     gateway_command,
+    listening,
     provision,
     write_config,
 )
@@ -128,14 +129,6 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def _wait_gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -177,9 +170,9 @@ def test_an_orphaned_broker_from_an_earlier_run_is_stopped_at_start(tmp_path: Pa
         # Wait until it listens on the MQTT port (the admin socket's file may be left from the
         # daemon's own broker, so its presence says nothing about the orphan).
         deadline = time.monotonic() + 10
-        while not _listening(mqtt_port) and time.monotonic() < deadline:
+        while not listening(mqtt_port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _listening(mqtt_port)
+        assert listening(mqtt_port)
         gateway.start()
         assert _wait_gone(orphan, 1.0)
         assert "left running by an earlier run of the gateway" in gateway.log()

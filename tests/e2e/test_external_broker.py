@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,14 @@ import pytest
 
 from gateway.cli import EX_CONFIG
 from gateway.mqtt.broker import find_dynsec_plugin
-from tests.gateway_process import GatewayProcess, eventually, free_port, provision, write_config
+from tests.gateway_process import (
+    GatewayProcess,
+    eventually,
+    free_port,
+    listening,
+    provision,
+    write_config,
+)
 
 ADMIN_PASSWORD = "external-admin-secret"
 
@@ -62,12 +68,8 @@ def external_broker(tmp_path: Path) -> Iterator[int]:
     )
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        while not listening(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield port
     finally:
         broker.terminate()

@@ -23,7 +23,7 @@ import pytest
 
 from gateway.mqtt import pki, reader
 from gateway.mqtt.endpoint import DeliveringClient
-from tests.gateway_process import eventually, free_port
+from tests.gateway_process import eventually, free_port, listening
 
 Received = list[tuple[str, bytes]]
 
@@ -123,7 +123,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     )
     try:
         deadline = time.monotonic() + 10
-        while not unix_path.exists() or not _listening(tls_port):
+        while not unix_path.exists() or not listening(tls_port):
             assert time.monotonic() < deadline, "mosquitto did not start"
             assert process.poll() is None, "mosquitto exited"
             time.sleep(0.02)
@@ -131,14 +131,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     finally:
         process.kill()
         process.wait(10)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 TRANSPORTS = ["tcp", "unix", "tls"]
