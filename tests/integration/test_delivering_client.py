@@ -312,6 +312,41 @@ async def send_in_pieces(writer: asyncio.StreamWriter, stream: bytes, cuts: Sequ
             await asyncio.sleep(0.003)
 
 
+def writes(stream: bytes) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+    """A `scripted_peer` script that sends `stream` in one write."""
+
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(stream)
+        await writer.drain()
+
+    return script
+
+
+async def delivered_from(
+    script: Callable[[asyncio.StreamWriter], Awaitable[None]], count: int, within_s: float = 10.0
+) -> Received:
+    """What a DeliveringClient connected to a `scripted_peer` running `script` delivers, once it
+    has delivered `count` messages (or fail after `within_s`)."""
+    got: Received = []
+    async with scripted_peer(script) as port:
+        client = DeliveringClient(lambda t, p: got.append((t, p)), "127.0.0.1", port, timeout=5.0)
+        async with client:
+            await until(lambda: len(got) >= count, within_s=within_s)
+    return got
+
+
+async def messages_end_with(client: DeliveringClient) -> aiomqtt.MqttError:
+    """Read `client.messages` to its end, which must be an MqttError within 5 s; that error."""
+
+    async def drain() -> None:
+        async for _ in client.messages:
+            pass
+
+    with pytest.raises(aiomqtt.MqttError) as caught:
+        await asyncio.wait_for(drain(), 5)
+    return caught.value
+
+
 def split_stream() -> tuple[bytes, Received]:
     """Packets of every kind the read path tells apart, and what `deliver` must get from them."""
     messages: Received = [
@@ -348,12 +383,7 @@ async def test_packets_cut_anywhere_arrive_whole(seed: int) -> None:
     async def script(writer: asyncio.StreamWriter) -> None:
         await send_in_pieces(writer, stream, cuts)
 
-    got: Received = []
-    async with scripted_peer(script) as port:
-        client = DeliveringClient(lambda t, p: got.append((t, p)), "127.0.0.1", port, timeout=5.0)
-        async with client:
-            await until(lambda: len(got) >= len(expected))
-    assert got == expected
+    assert await delivered_from(script, len(expected)) == expected
 
 
 async def test_the_last_of_many_buffered_packets_is_delivered_without_more_traffic() -> None:
@@ -363,17 +393,7 @@ async def test_the_last_of_many_buffered_packets_is_delivered_without_more_traff
     expected = [(f"s/{i}", str(i).encode()) for i in range(count)]
     stream = b"".join(publish(t, p) for t, p in expected)
     assert len(stream) < reader.READ_SIZE
-
-    async def script(writer: asyncio.StreamWriter) -> None:
-        writer.write(stream)
-        await writer.drain()
-
-    got: Received = []
-    async with scripted_peer(script) as port:
-        client = DeliveringClient(lambda t, p: got.append((t, p)), "127.0.0.1", port, timeout=5.0)
-        async with client:
-            await until(lambda: len(got) >= count, within_s=5)
-    assert got == expected
+    assert await delivered_from(writes(stream), count, within_s=5) == expected
 
 
 async def test_a_read_of_exactly_read_size_then_silence() -> None:
@@ -384,16 +404,7 @@ async def test_a_read_of_exactly_read_size_then_silence() -> None:
         n for n in range(reader.READ_SIZE, 0, -1) if len(first + publish("s/y", bytes(n))) == reader.READ_SIZE
     )
     stream = first + publish("s/y", bytes(size))
-
-    async def script(writer: asyncio.StreamWriter) -> None:
-        writer.write(stream)
-        await writer.drain()
-
-    got: Received = []
-    async with scripted_peer(script) as port:
-        client = DeliveringClient(lambda t, p: got.append((t, p)), "127.0.0.1", port, timeout=5.0)
-        async with client:
-            await until(lambda: len(got) >= 2, within_s=5)
+    got = await delivered_from(writes(stream), 2, within_s=5)
     assert [topic for topic, _ in got] == ["s/x", "s/y"]
 
 
@@ -423,13 +434,7 @@ async def test_the_peer_ending_or_misbehaving_ends_messages_with_mqtt_error(tail
     async with scripted_peer(script) as port:
         client = DeliveringClient(lambda t, p: got.append((t, p)), "127.0.0.1", port, timeout=5.0)
         async with client:
-
-            async def drain() -> None:
-                async for _ in client.messages:
-                    pass
-
-            with pytest.raises(aiomqtt.MqttError):
-                await asyncio.wait_for(drain(), 5)
+            await messages_end_with(client)
     assert got == before, name
 
 
@@ -449,14 +454,8 @@ async def test_an_exception_in_deliver_ends_messages_with_mqtt_error(delay: floa
     async with scripted_peer(script) as port:
         client = DeliveringClient(deliver, "127.0.0.1", port, timeout=5.0)
         async with client:
-
-            async def drain() -> None:
-                async for _ in client.messages:
-                    pass
-
-            with pytest.raises(aiomqtt.MqttError) as caught:
-                await asyncio.wait_for(drain(), 5)
-    assert isinstance(caught.value.__cause__, ValueError)
+            error = await messages_end_with(client)
+    assert isinstance(error.__cause__, ValueError)
     assert calls == ["s/1"]  # nothing more is read from a connection given up on
 
 
