@@ -15,8 +15,8 @@ from gateway.device_search import DeviceFilter, DeviceOrder, search_terms
 from gateway.metadata import field_definition, value_changes
 from gateway.model import CommunicationType, Connectivity, Device, DeviceType, Telemetry
 from gateway.presence import Presence
-from gateway.store.schema import MIGRATIONS
 from gateway.store.store import Ingested, OptionInUseError, Store, TagTakenError
+from tests.integration.test_store import database_at_version
 
 
 @pytest.fixture
@@ -198,13 +198,7 @@ async def test_connectivity_is_decided_like_the_api_decides_it(db_path: Path) ->
 
 
 async def test_the_migration_fills_the_index_and_alerts_from_a_v4_database(db_path: Path) -> None:
-    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
-        for migration in MIGRATIONS[:4]:
-            db.executescript(migration)
-        db.execute("PRAGMA user_version = 4")
-        db.execute(
-            "INSERT INTO site (id, name, timezone, created_at, updated_at) VALUES ('s', 'S', 'UTC', 0, 0)"
-        )
+    with database_at_version(db_path, 4) as db:
         for n, name in enumerate(("Heat pump", "Battery")):
             db.execute(
                 "INSERT INTO devices (id, site_id, name, slug, type, blueprint_id, hardware_id, channel_id,"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.model import JsonValue, Partial, SeriesKind
-from gateway.store.schema import MIGRATIONS, RETENTION, ROLLUPS, rollup_sql
+from gateway.store.schema import RETENTION, ROLLUPS, rollup_sql
 from gateway.store.store import Store
-from tests.integration.test_store import add_device, db_path, ingested, raw, telemetry
+from tests.integration.test_store import add_device, database_at_version, db_path, ingested, raw, telemetry
 
 __all__ = ["db_path"]  # a fixture, used by name
 
@@ -142,12 +142,7 @@ async def test_a_failed_batch_does_not_leave_unknown_series(db_path: Path) -> No
 
 
 async def test_version_2_history_is_moved_and_rolled_up(db_path: Path) -> None:
-    db_path.parent.mkdir()
-    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
-        for script in MIGRATIONS[:2]:
-            db.executescript(script)
-        db.execute("PRAGMA user_version = 2")
-        db.execute("INSERT INTO site VALUES ('s', 'Home', 'UTC', 0, 0)")
+    with database_at_version(db_path, 2) as db:
         db.execute(
             "INSERT INTO devices (id, site_id, name, slug, type, blueprint_id, created_at, updated_at)"
             " VALUES ('d', 's', 'D', 'd', 'STANDALONE', 'b', 0, 0)"
@@ -277,14 +272,7 @@ async def test_every_committed_batch_is_in_the_rollups_as_sql_sums_the_raw_value
 async def test_values_a_schema_5_database_had_not_rolled_up_yet_are_merged_by_the_migration(
     db_path: Path,
 ) -> None:
-    db_path.parent.mkdir()
-    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
-        for script in MIGRATIONS[:5]:
-            db.executescript(script)
-        db.execute("PRAGMA user_version = 5")
-        db.execute(
-            "INSERT INTO site (id, name, timezone, created_at, updated_at) VALUES ('s', 'S', 'UTC', 0, 0)"
-        )
+    with database_at_version(db_path, 5) as db:
         db.execute(
             "INSERT INTO devices (id, site_id, name, slug, type, blueprint_id, created_at, updated_at)"
             " VALUES ('d', 's', 'D', 'd', 'STANDALONE', 'b', 0, 0)"

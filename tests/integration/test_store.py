@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from gateway.model import (
     Site,
     Telemetry,
 )
-from gateway.store.schema import TARGET_VERSION
+from gateway.store.schema import MIGRATIONS, TARGET_VERSION
 from gateway.store.store import (
     ChannelTakenError,
     Ingested,
@@ -53,6 +54,21 @@ def raw(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.execute("PRAGMA busy_timeout = 2000")
         return list(db.execute(sql, parameters).fetchall())
+
+
+@contextlib.contextmanager
+def database_at_version(path: Path, version: int) -> Iterator[sqlite3.Connection]:
+    """A database file as schema `version` left it, with the site 's', open for the test to fill
+    in before a newer Store migrates it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for migration in MIGRATIONS[:version]:
+            db.executescript(migration)
+        db.execute(f"PRAGMA user_version = {version:d}")
+        db.execute(
+            "INSERT INTO site (id, name, timezone, created_at, updated_at) VALUES ('s', 'S', 'UTC', 0, 0)"
+        )
+        yield db
 
 
 def read(path: Path) -> bytes:
